@@ -1,0 +1,1 @@
+"""voicecall: an AI phone-call gateway."""

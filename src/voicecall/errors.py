@@ -120,3 +120,10 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, VoicecallError):
         return exc.exit_code
     return 1
+
+
+class GatewayUnavailableError(RpcError):
+    """No gateway answered at the transport level; the CLI may fall back to in-process."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(RpcError.UNAVAILABLE, message)

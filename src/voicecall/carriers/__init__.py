@@ -1,0 +1,1 @@
+"""Carriers: one module per carrier, each exposing the same names."""

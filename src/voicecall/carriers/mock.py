@@ -1,0 +1,252 @@
+"""The mock carrier: no network, a simulated callee, real call-state timings.
+
+Calls move through ringing -> answered (or busy / no-answer / voicemail) after
+the configured delays. The simulated callee answers each listening turn with
+the next scripted reply, then hangs up when it has nothing left to say, so
+notify and conversation calls both run to completion offline. Everything the
+bot says and every DTMF digit sent is recorded on the callee for inspection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from voicecall.calls.model import Call, CallEvent, CallState
+from voicecall.carriers.base import DialRequest, EventSink, RemoteStatus
+from voicecall.errors import CarrierError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+AnswerMode = Literal["answer", "busy", "no-answer", "voicemail"]
+_DTMF_OK = set("0123456789*#wW")
+
+
+@dataclass
+class SimulatedCallee:
+    """One party on the far end of a mock call."""
+
+    provider_call_id: str
+    number: str
+    replies: list[str]
+    heard: list[str] = field(default_factory=list)
+    dtmf_received: list[str] = field(default_factory=list)
+    ended: bool = False
+    turns_answered: int = 0
+
+
+@dataclass(frozen=True)
+class MockTimings:
+    ring_delay_ms: int = 200
+    answer_delay_ms: int = 300
+    reply_delay_ms: int = 300
+    speak_ms_per_char: float = 4.0   # simulated playback time of the bot's speech
+    speak_max_ms: int = 1500
+
+
+class Carrier:
+    """In-process carrier. ``start`` must be called before dialling."""
+
+    name = "mock"
+
+    def __init__(self, timings: MockTimings | None = None,
+                 callee_replies: Sequence[str] = (), *, hangup_after_replies: bool = True,
+                 answer: AnswerMode = "answer") -> None:
+        self.timings = timings or MockTimings()
+        self.callee_replies = list(callee_replies)
+        self.hangup_after_replies = hangup_after_replies
+        self.answer = answer
+        self.callees: dict[str, SimulatedCallee] = {}
+        self._sink: EventSink | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ids = itertools.count(1)
+
+    # -- lifecycle -------------------------------------------------------
+    async def start(self, sink: EventSink) -> None:
+        self._sink = sink
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _emit(self, event: CallEvent) -> None:
+        if self._sink is None:
+            raise CarrierError("mock carrier not started")
+        try:
+            await self._sink(event)
+        except Exception:  # the runtime logs its own failures; keep the simulation going
+            log.exception("mock.event_sink_failed", extra={"event_type": event.type})
+
+    def _event(self, kind: Any, pid: str, **fields: Any) -> CallEvent:
+        return CallEvent(type=kind, provider_call_id=pid, timestamp=time.time(),
+                         dedupe_key=f"mock:{pid}:{kind}:{next(self._ids)}", **fields)
+
+    # -- outbound --------------------------------------------------------
+    async def dial(self, req: DialRequest) -> str:
+        pid = f"mock-{req.call_id}"
+        callee = SimulatedCallee(pid, req.to_number, list(self.callee_replies))
+        self.callees[pid] = callee
+        self._spawn(self._progress(callee, req))
+        return pid
+
+    async def _progress(self, callee: SimulatedCallee, req: DialRequest) -> None:
+        t = self.timings
+        await asyncio.sleep(t.ring_delay_ms / 1000)
+        await self._emit(self._event("call.ringing", callee.provider_call_id))
+        await asyncio.sleep(t.answer_delay_ms / 1000)
+        if callee.ended:
+            return
+        if self.answer != "answer":
+            callee.ended = True
+            await self._emit(self._event("call.ended", callee.provider_call_id,
+                                         reason=CallState(self.answer)))
+            return
+        if req.dtmf_sequence:
+            callee.dtmf_received.append(req.dtmf_sequence)
+        await self._emit(self._event("call.answered", callee.provider_call_id))
+
+    # -- inbound (simulated caller) --------------------------------------
+    async def simulate_inbound(self, from_number: str, to_number: str,
+                               replies: Sequence[str] | None = None) -> str:
+        """A caller rings in; the callee script plays the caller's side."""
+        pid = f"mock-in-{next(self._ids)}"
+        callee = SimulatedCallee(pid, from_number,
+                                 list(self.callee_replies if replies is None else replies))
+        self.callees[pid] = callee
+        await self._emit(self._event("call.initiated", pid, direction="inbound",
+                                     from_number=from_number, to_number=to_number))
+        self._spawn(self._answer_inbound(callee))
+        return pid
+
+    async def _answer_inbound(self, callee: SimulatedCallee) -> None:
+        await asyncio.sleep(self.timings.answer_delay_ms / 1000)
+        if not callee.ended:
+            await self._emit(self._event("call.answered", callee.provider_call_id))
+
+    async def press(self, provider_call_id: str, digits: str) -> None:
+        """The callee presses keys (inbound DTMF)."""
+        await self._emit(self._event("call.dtmf", provider_call_id, digits=digits))
+
+    # -- call control ----------------------------------------------------
+    def _live(self, call: Call) -> SimulatedCallee:
+        callee = self.callees.get(call.provider_call_id or "")
+        if callee is None or callee.ended:
+            raise CarrierError(f"mock call {call.provider_call_id} is not active")
+        return callee
+
+    async def speak(self, call: Call, text: str) -> None:
+        callee = self._live(call)
+        t = self.timings
+        await asyncio.sleep(min(len(text) * t.speak_ms_per_char, t.speak_max_ms) / 1000)
+        callee.heard.append(text)
+
+    async def start_listening(self, call: Call, turn_token: str) -> None:
+        callee = self._live(call)
+        self._spawn(self._reply(callee, turn_token))
+
+    async def _reply(self, callee: SimulatedCallee, turn_token: str) -> None:
+        await asyncio.sleep(self.timings.reply_delay_ms / 1000)
+        if callee.ended:
+            return
+        pid = callee.provider_call_id
+        if callee.turns_answered < len(callee.replies):
+            text = callee.replies[callee.turns_answered]
+            callee.turns_answered += 1
+            await self._emit(self._event("call.speech", pid, transcript=text, is_final=True,
+                                         confidence=1.0, turn_token=turn_token))
+        elif self.hangup_after_replies:
+            callee.ended = True
+            await self._emit(self._event("call.ended", pid, reason=CallState.HANGUP_USER))
+
+    async def send_dtmf(self, call: Call, digits: str) -> None:
+        if not digits or not set(digits) <= _DTMF_OK:
+            raise CarrierError("digits may only contain 0-9, *, #, w")
+        self._live(call).dtmf_received.append(digits)
+
+    async def hangup(self, call: Call) -> None:
+        callee = self.callees.get(call.provider_call_id or "")
+        if callee is not None:
+            callee.ended = True
+
+    async def get_status(self, provider_call_id: str) -> RemoteStatus:
+        callee = self.callees.get(provider_call_id)
+        if callee is None:
+            return "not-found"  # the simulated far end did not survive a restart
+        return "terminal" if callee.ended else "active"
+
+
+# -- webhook (JSON events, for driving the mock from outside) -------------
+_EVENT_TYPES = {
+    "call.initiated", "call.ringing", "call.answered", "call.active", "call.speaking",
+    "call.speech", "call.silence", "call.dtmf", "call.ended", "call.error",
+}
+
+
+def parse_webhook(body: bytes) -> list[CallEvent]:
+    """Parse ``{"event": {...}}`` or ``{"events": [...]}`` into events.
+
+    Pure. Field names follow the normalised event (camelCase on the wire).
+    """
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise ProtocolError(f"mock webhook body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError("mock webhook body must be an object")
+    raw = doc.get("events", [doc["event"]] if "event" in doc else None)
+    if not isinstance(raw, list) or not raw:
+        raise ProtocolError("mock webhook needs 'event' or a non-empty 'events' list")
+    return [_parse_event(i, item) for i, item in enumerate(raw)]
+
+
+def _parse_event(i: int, item: object) -> CallEvent:
+    if not isinstance(item, dict):
+        raise ProtocolError(f"events[{i}] must be an object")
+    kind = item.get("type")
+    if kind not in _EVENT_TYPES:
+        raise ProtocolError(f"events[{i}].type must be one of {sorted(_EVENT_TYPES)}")
+    if not item.get("callId") and not item.get("providerCallId"):
+        raise ProtocolError(f"events[{i}] needs callId or providerCallId")
+    reason = item.get("reason")
+    direction = item.get("direction")
+    if direction not in (None, "inbound", "outbound"):
+        raise ProtocolError(f"events[{i}].direction must be inbound or outbound")
+    try:
+        end_reason = CallState(reason) if reason else None
+    except ValueError:
+        raise ProtocolError(f"events[{i}].reason {reason!r} is not an end reason") from None
+    return CallEvent(
+        type=kind,
+        call_id=item.get("callId"),
+        provider_call_id=item.get("providerCallId"),
+        timestamp=float(item.get("timestamp") or time.time()),
+        dedupe_key=item.get("id") or item.get("dedupeKey"),
+        turn_token=item.get("turnToken"),
+        direction=direction,
+        from_number=item.get("from"),
+        to_number=item.get("to"),
+        text=item.get("text"),
+        transcript=item.get("transcript"),
+        is_final=bool(item.get("isFinal", True)),
+        confidence=item.get("confidence"),
+        digits=item.get("digits"),
+        reason=end_reason,
+        error=item.get("error"),
+        retryable=bool(item.get("retryable", False)),
+    )

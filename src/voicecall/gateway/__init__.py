@@ -1,0 +1,1 @@
+"""The asyncio shell: call manager, ASGI apps, control API, server."""

@@ -1,0 +1,698 @@
+"""The call manager: the one place where events meet state, storage and speech.
+
+Carrier shells report ``CallEvent``s to ``handle_event``; operators act through
+``initiate`` / ``continue_call`` / ``speak`` / ``send_dtmf`` / ``end``. Every
+change goes through the pure ``transition`` and is persisted before anything
+is acknowledged or any carrier is asked to act on it.
+
+Per-call work (playback, auto-responses, timers) runs in tasks owned by the
+call's ``_Live`` entry and is cancelled when the call ends, so no task
+outlives its call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from voicecall.agent import ResponseRequest, SessionMemory, Turn
+from voicecall.agent.base import Responder
+from voicecall.calls import (
+    Call,
+    CallEvent,
+    CallState,
+    Effect,
+    Mode,
+    new_call_id,
+    session_key_for,
+    transition,
+)
+from voicecall.carriers.base import Carrier, DialRequest
+from voicecall.config import VoiceCallConfig, effective_config, normalize_e164, route_key_for
+from voicecall.errors import (
+    CallNotFoundError,
+    CallStateError,
+    CarrierError,
+    UsageError,
+    VoicecallError,
+)
+from voicecall.store import CallStore
+
+log = logging.getLogger("voicecall.manager")
+
+DEFAULT_GREETING = "Hello! How can I help you today?"
+DTMF_RE = re.compile(r"^[0-9*#wWpP,]+$")
+E164_RE = re.compile(r"^\+[1-9]\d{1,14}$")
+REAPER_INTERVAL_S = 30.0
+LIVE_STATES = (CallState.SPEAKING, CallState.LISTENING)
+
+
+@dataclass
+class _Waiter:
+    token: str
+    future: asyncio.Future[str]
+
+
+@dataclass
+class _Live:
+    """Runtime-only state of a call that is not terminal."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    waiter: _Waiter | None = None
+    turn_token: str | None = None
+    listen_started_at: float | None = None
+    turn_gen: int = 0          # bumps on each caller turn; stale replies are dropped
+    turns: int = 0
+    initial_in_flight: bool = False
+    max_timer: asyncio.Task[None] | None = None
+
+
+class CallManager:
+    def __init__(self, config: VoiceCallConfig, carrier: Carrier, store: CallStore,
+                 responder: Responder, *, clock: Callable[[], float] = time.time,
+                 memory: SessionMemory | None = None) -> None:
+        self.config = config
+        self.carrier = carrier
+        self.store = store
+        self.responder = responder
+        self.clock = clock
+        self.memory = memory or SessionMemory()
+        self._calls: dict[str, Call] = {}
+        self._live: dict[str, _Live] = {}
+        self._by_provider: dict[str, str] = {}
+        self._reserved = 0
+        self._rejected: set[str] = set()
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.carrier.start(self.handle_event)
+        await self._restore()
+        if self.config.stale_call_reaper_seconds > 0:
+            self._spawn_bg(self._reaper_loop())
+
+    async def aclose(self, *, handover: bool | None = None) -> None:
+        """Stop: hand live calls over to the next start, or end them.
+
+        Carriers whose calls outlive this process (real ones) hand over: the
+        record stays live and the next start verifies it with the carrier.
+        The in-process mock cannot, so its calls are ended cleanly.
+        """
+        self._closing = True
+        keep = getattr(self.carrier, "survives_restart", False) if handover is None else handover
+        for call_id in list(self._live):
+            call = self._calls.get(call_id)
+            if call is None or call.terminal:
+                continue
+            if keep:
+                await self._persist(call.with_metadata(handedOverAt=self.clock()), [])
+                self._drop_live(call_id)
+            else:
+                with contextlib.suppress(VoicecallError):
+                    await self.end(call_id, reason=CallState.HANGUP_BOT)
+        for task in list(self._bg):
+            task.cancel()
+        for task in list(self._bg):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.carrier.aclose()
+
+    def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Receive every event record as it is persisted (used by the demo)."""
+        self._listeners.append(listener)
+
+    # ------------------------------------------------------------------ lookups
+    def get(self, call_id: str) -> Call | None:
+        """A call by internal or carrier id: live first, then the store."""
+        internal = self._by_provider.get(call_id, call_id)
+        if internal in self._calls:
+            return self._calls[internal]
+        return self.store.get(call_id) or self.store.get_by_provider_id(call_id)
+
+    def active_calls(self) -> list[Call]:
+        return [c for c in self._calls.values() if not c.terminal]
+
+    def _require_live(self, call_id: str) -> Call:
+        call = self.get(call_id)
+        if call is None:
+            raise CallNotFoundError(f"call not found: {call_id}")
+        if call.terminal or call.call_id not in self._live:
+            ended = call.ended_at
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ended)) if ended else "-"
+            reason = call.end_reason.value if call.end_reason else "-"
+            raise CallStateError(
+                f"call is not active (last state={call.state.value}, endReason={reason}, "
+                f"endedAt={when})")
+        return call
+
+    # ------------------------------------------------------------------ persistence
+    async def _persist(self, call: Call, events: list[dict[str, Any]]) -> Call:
+        """Save the snapshot and its event records; returns once both are durable."""
+        written = await asyncio.to_thread(self.store.save, call, events)
+        self._calls[call.call_id] = call
+        if call.provider_call_id:
+            self._by_provider[call.provider_call_id] = call.call_id
+        for rec in written:
+            for listener in self._listeners:
+                listener(rec)
+        return call
+
+    async def _record(self, events: list[dict[str, Any]]) -> None:
+        written = await asyncio.to_thread(self.store.append_events, events)
+        for rec in written:
+            for listener in self._listeners:
+                listener(rec)
+
+    def _diff_events(self, old: Call | None, new: Call) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if old is None or old.state is not new.state:
+            ev: dict[str, Any] = {"type": "call.state", "callId": new.call_id,
+                                  "state": new.state.value,
+                                  "prev": old.state.value if old else None,
+                                  "direction": new.direction, "provider": new.provider,
+                                  "mode": new.mode}
+            if new.end_reason:
+                ev["reason"] = new.end_reason.value
+            out.append(ev)
+        start = len(old.transcript) if old else 0
+        for entry in new.transcript[start:]:
+            out.append({"type": "transcript", "callId": new.call_id, "speaker": entry.speaker,
+                        "text": entry.text})
+        dstart = len(old.dtmf) if old else 0
+        for digits in new.dtmf[dstart:]:
+            out.append({"type": "dtmf", "callId": new.call_id, "digits": digits,
+                        "direction": "in"})
+        return out
+
+    async def _apply(self, call: Call, event: CallEvent) -> tuple[Call, list[Effect]]:
+        """Transition + persist. Caller holds the call's lock."""
+        new, effects = transition(call, event)
+        if new is not call:
+            await self._persist(new, self._diff_events(call, new))
+        return new, effects
+
+    # ------------------------------------------------------------------ tasks
+    def _spawn(self, call_id: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        live = self._live[call_id]
+        task = asyncio.get_running_loop().create_task(self._guard(call_id, coro))
+        live.tasks.add(task)
+        task.add_done_callback(live.tasks.discard)
+        return task
+
+    def _spawn_bg(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._guard(None, coro))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _guard(self, call_id: str | None, coro: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("call.task_failed", extra={"call_id": call_id})
+
+    def _drop_live(self, call_id: str) -> None:
+        live = self._live.pop(call_id, None)
+        if live is None:
+            return
+        current = asyncio.current_task()
+        for task in list(live.tasks):
+            if task is not current:
+                task.cancel()
+        if live.max_timer is not None and live.max_timer is not current:
+            live.max_timer.cancel()
+
+    # ------------------------------------------------------------------ outbound
+    async def initiate(self, to: str | None, message: str | None, mode: Mode | None = None,
+                       dtmf_sequence: str | None = None,
+                       session_key: str | None = None) -> Call:
+        cfg = self.config
+        if self._closing:
+            raise CallStateError("gateway is shutting down")
+        target = to or cfg.to_number
+        if not target:
+            raise UsageError("no destination: pass 'to' or set toNumber")
+        if not E164_RE.match(target):
+            raise UsageError(f"'to' must be E.164, e.g. +15550001234 (got {target!r})")
+        call_mode: Mode = mode or cfg.outbound.default_mode
+        if call_mode not in ("notify", "conversation"):
+            raise UsageError("mode must be notify or conversation")
+        if dtmf_sequence is not None:
+            if call_mode != "conversation":
+                raise UsageError('dtmfSequence is only valid with mode: "conversation"')
+            if not DTMF_RE.match(dtmf_sequence):
+                raise UsageError("digits may only contain digits, *, #, comma, w, p")
+        if call_mode == "notify" and not message:
+            raise UsageError("message is required for a notify call")
+        from_number = cfg.from_number or "+15550000000"
+        # Reserve capacity before the write so a failed write frees it again.
+        if len(self.active_calls()) + self._reserved >= cfg.max_concurrent_calls:
+            raise CallStateError(
+                f"Maximum concurrent calls ({cfg.max_concurrent_calls}) reached")
+        self._reserved += 1
+        call_id = new_call_id()
+        try:
+            call = Call(
+                call_id=call_id, provider=self.carrier.name, direction="outbound",
+                state=CallState.INITIATED, from_number=from_number, to_number=target,
+                started_at=self.clock(), mode=call_mode,
+                session_key=session_key_for(cfg.session_scope, call_id, "outbound",
+                                            from_number, target, cfg.agent_id or "main",
+                                            session_key),
+                metadata={"initialMessage": message} if message else {},
+            )
+            self._live[call_id] = _Live()
+            await self._persist(call, self._diff_events(None, call))
+        except BaseException:
+            self._live.pop(call_id, None)
+            raise
+        finally:
+            self._reserved -= 1
+        try:
+            pid = await self.carrier.dial(DialRequest(
+                call_id=call_id, from_number=from_number, to_number=target, mode=call_mode,
+                message=message, dtmf_sequence=dtmf_sequence,
+                ring_timeout_ms=cfg.ring_timeout_ms))
+        except VoicecallError as exc:
+            async with self._live[call_id].lock:
+                failed, _ = await self._apply(self._calls[call_id], CallEvent(
+                    "call.error", call_id=call_id, timestamp=self.clock(), error=str(exc)))
+            self._finalize_live(failed)
+            raise
+        async with self._live[call_id].lock:
+            call = await self._persist(self._calls[call_id].replace(provider_call_id=pid), [])
+        log.info("call.initiated", extra={"call_id": call_id, "mode": call_mode})
+        return call
+
+    # ------------------------------------------------------------------ events
+    async def handle_event(self, event: CallEvent) -> None:
+        """The carrier sink. Returns once the event's effect on state is durable."""
+        call_id = event.call_id or self._by_provider.get(event.provider_call_id or "")
+        if call_id is None and event.provider_call_id:
+            stored = self.store.get_by_provider_id(event.provider_call_id)
+            call_id = stored.call_id if stored else None
+        if event.dedupe_key and self.store.is_processed(event.dedupe_key):
+            log.info("event.replay_ignored", extra={"call_id": call_id})
+            return
+        if call_id is None or call_id not in self._live:
+            if call_id is None and event.provider_call_id and event.direction:
+                await self._register_untracked(event)
+                return
+            log.info("event.unknown_or_ended_call", extra={"event_type": event.type})
+            if call_id and event.dedupe_key:
+                self.store.mark_processed(event.dedupe_key, call_id)
+            return
+        live = self._live[call_id]
+        if (event.type == "call.speech" and event.turn_token and live.turn_token
+                and event.turn_token != live.turn_token):
+            log.warning("speech.stale_turn_token", extra={"call_id": call_id})
+            return
+        async with live.lock:
+            if call_id not in self._live:
+                return
+            call = self._calls[call_id]
+            if event.dedupe_key and not self.store.mark_processed(event.dedupe_key, call_id):
+                return
+            if event.provider_call_id and call.provider_call_id != event.provider_call_id \
+                    and call.provider_call_id is None:
+                call = await self._persist(call.replace(provider_call_id=event.provider_call_id),
+                                           [])
+            try:
+                call, effects = await self._apply(call, event)
+            except CallStateError as exc:
+                log.info("event.out_of_order", extra={"call_id": call_id, "why": str(exc)})
+                return
+        await self._run_effects(call, effects, event)
+
+    async def _register_untracked(self, event: CallEvent) -> None:
+        cfg = self.config
+        pid = event.provider_call_id or ""
+        direction = event.direction or "inbound"
+        call_id = new_call_id()
+        from_number = event.from_number or ""
+        to_number = event.to_number or ""
+        route_key = route_key_for(cfg, to_number) if direction == "inbound" else None
+        eff = effective_config(cfg, route_key)
+        call = Call(
+            call_id=call_id, provider=self.carrier.name, direction=direction,
+            state=CallState.RINGING, from_number=from_number, to_number=to_number,
+            started_at=event.timestamp or self.clock(), provider_call_id=pid,
+            session_key=session_key_for(cfg.session_scope, call_id, direction, from_number,
+                                        to_number, eff.agent_id or "main"),
+            number_route_key=route_key, mode="conversation",
+        )
+        if direction == "inbound":
+            allowed, why = self._inbound_allowed(from_number)
+            if not allowed:
+                await self._reject_inbound(call, event, why)
+                return
+            if len(self.active_calls()) + self._reserved >= cfg.max_concurrent_calls:
+                await self._reject_inbound(call, event, "capacity")
+                return
+            greeting = eff.inbound_greeting or DEFAULT_GREETING
+            call = call.with_metadata(initialMessage=greeting, numberRouteKey=route_key)
+        self._live[call_id] = _Live()
+        async with self._live[call_id].lock:
+            if event.dedupe_key:
+                self.store.mark_processed(event.dedupe_key, call_id)
+            await self._persist(call, self._diff_events(None, call))
+        log.info("call.registered", extra={"call_id": call_id, "direction": direction})
+
+    def _inbound_allowed(self, from_number: str) -> tuple[bool, str]:
+        policy = self.config.inbound_policy
+        if policy == "disabled":
+            return False, "inbound-policy"
+        if policy == "open":
+            return True, ""
+        caller = normalize_e164(from_number)
+        if caller is None:
+            return False, "inbound-policy"
+        digits = re.sub(r"\D", "", caller)
+        allowed = {re.sub(r"\D", "", n) for n in self.config.allow_from}
+        return (digits in allowed), "inbound-policy"
+
+    async def _reject_inbound(self, call: Call, event: CallEvent, reason: str) -> None:
+        now = self.clock()
+        rejected = call.replace(state=CallState.HANGUP_BOT, end_reason=CallState.HANGUP_BOT,
+                                ended_at=now).with_metadata(rejectionReason=reason)
+        if event.dedupe_key:
+            self.store.mark_processed(event.dedupe_key, call.call_id)
+        await self._persist(rejected, self._diff_events(None, rejected))
+        pid = call.provider_call_id or ""
+        if pid in self._rejected:
+            return
+        self._rejected.add(pid)
+        try:
+            await self.carrier.hangup(rejected)
+        except VoicecallError:
+            self._rejected.discard(pid)  # let a retried webhook try the hangup again
+            raise
+        log.info("call.inbound_rejected", extra={"call_id": call.call_id, "why": reason})
+
+    async def _run_effects(self, call: Call, effects: list[Effect], event: CallEvent) -> None:
+        for eff in effects:
+            if eff.kind == "answered":
+                self._start_max_timer(call)
+                self._spawn(call.call_id, self._on_answered(call.call_id))
+            elif eff.kind == "transcript-final":
+                await self._on_transcript(call, str(eff.data["transcript"]), event)
+            elif eff.kind == "finalize":
+                self._finalize_live(call)
+
+    def _finalize_live(self, call: Call) -> None:
+        live = self._live.get(call.call_id)
+        if live is not None and live.waiter is not None and not live.waiter.future.done():
+            reason = call.end_reason.value if call.end_reason else "ended"
+            live.waiter.future.set_exception(CallStateError(f"Call ended: {reason}"))
+        self._drop_live(call.call_id)
+        log.info("call.ended", extra={"call_id": call.call_id,
+                                      "reason": call.end_reason.value if call.end_reason else None})
+
+    # ------------------------------------------------------------------ timers
+    def _start_max_timer(self, call: Call, remaining_s: float | None = None) -> None:
+        live = self._live.get(call.call_id)
+        if live is None:
+            return
+        if live.max_timer is not None:
+            live.max_timer.cancel()
+        delay = self.config.max_duration_seconds if remaining_s is None else remaining_s
+        live.max_timer = asyncio.get_running_loop().create_task(
+            self._guard(call.call_id, self._max_duration(call.call_id, max(0.0, delay))))
+
+    async def _max_duration(self, call_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        live = self._live.get(call_id)
+        if live is not None:
+            live.max_timer = None  # this task is finishing; do not cancel it from end()
+        log.info("call.max_duration", extra={"call_id": call_id})
+        with contextlib.suppress(VoicecallError):
+            await self.end(call_id, reason=CallState.TIMEOUT)
+
+    async def _reaper_loop(self) -> None:
+        interval = min(REAPER_INTERVAL_S, max(0.05, self.config.stale_call_reaper_seconds / 4))
+        while True:
+            await asyncio.sleep(interval)
+            await self.reap_stale()
+
+    async def reap_stale(self) -> list[str]:
+        """End calls never answered within ``staleCallReaperSeconds`` (live turns excepted)."""
+        limit = self.config.stale_call_reaper_seconds
+        if limit <= 0:
+            return []
+        now = self.clock()
+        reaped = []
+        for call in self.active_calls():
+            if call.answered_at is not None or call.state in LIVE_STATES:
+                continue
+            if now - call.started_at > limit:
+                with contextlib.suppress(VoicecallError):
+                    await self.end(call.call_id, reason=CallState.TIMEOUT,
+                                   note="stale-call-reaper")
+                    reaped.append(call.call_id)
+        return reaped
+
+    # ------------------------------------------------------------------ speech
+    async def _on_answered(self, call_id: str) -> None:
+        call = self._calls[call_id]
+        message = call.metadata.get("initialMessage")
+        live = self._live.get(call_id)
+        if live is None or not message or live.initial_in_flight:
+            if call.mode == "conversation" and live is not None and not message:
+                await self._listen(call_id)
+            return
+        live.initial_in_flight = True
+        try:
+            ok = await self._say(call_id, str(message), initial=True)
+        finally:
+            live.initial_in_flight = False
+        if call.mode == "notify" and call.direction == "outbound":
+            if ok:
+                await asyncio.sleep(self.config.outbound.notify_hangup_delay_sec)
+                with contextlib.suppress(VoicecallError):
+                    await self.end(call_id, reason=CallState.COMPLETED)
+            return
+        await self._listen(call_id)
+
+    async def _say(self, call_id: str, text: str, *, initial: bool = False) -> bool:
+        """Speak ``text``; True when the carrier played it. Failure returns to listening."""
+        live = self._live.get(call_id)
+        if live is None:
+            return False
+        async with live.lock:
+            call, _ = await self._apply(self._calls[call_id], CallEvent(
+                "call.speaking", call_id=call_id, timestamp=self.clock(), text=text))
+        session = call.session_key or call.call_id
+        try:
+            await self.carrier.speak(call, text)
+        except VoicecallError as exc:
+            log.warning("speak.failed", extra={"call_id": call_id, "why": str(exc)})
+            await self._to_listening(call_id)
+            return False
+        self.memory.add(session, "bot", text)
+        if initial:
+            async with live.lock:
+                if call_id in self._live:
+                    cur = self._calls[call_id]
+                    await self._persist(cur.with_metadata(initialMessage=None), [])
+        return True
+
+    async def _to_listening(self, call_id: str) -> None:
+        live = self._live.get(call_id)
+        if live is None:
+            return
+        async with live.lock:
+            if call_id in self._live:
+                with contextlib.suppress(CallStateError):
+                    await self._apply(self._calls[call_id], CallEvent(
+                        "call.listening", call_id=call_id, timestamp=self.clock()))
+
+    async def _listen(self, call_id: str, token: str | None = None) -> None:
+        """Open the next caller turn."""
+        live = self._live.get(call_id)
+        if live is None:
+            return
+        await self._to_listening(call_id)
+        live.turn_token = token or secrets.token_urlsafe(12)
+        live.listen_started_at = self.clock()
+        try:
+            await self.carrier.start_listening(self._calls[call_id], live.turn_token)
+        except VoicecallError as exc:
+            log.warning("listen.failed", extra={"call_id": call_id, "why": str(exc)})
+
+    async def _on_transcript(self, call: Call, text: str, event: CallEvent) -> None:
+        live = self._live.get(call.call_id)
+        if live is None:
+            return
+        session = call.session_key or call.call_id
+        self.memory.add(session, "user", text)
+        now = self.clock()
+        live.turns += 1
+        live.turn_gen += 1
+        if live.waiter is not None and not live.waiter.future.done():
+            live.waiter.future.set_result(text)
+            return
+        if call.mode != "conversation":
+            return
+        listen_wait = (now - live.listen_started_at) * 1000 if live.listen_started_at else None
+        self._spawn(call.call_id, self._auto_respond(call.call_id, text, live.turn_gen,
+                                                     live.turns, now, listen_wait))
+
+    async def _auto_respond(self, call_id: str, text: str, gen: int, turn: int,
+                            heard_at: float, listen_wait_ms: float | None) -> None:
+        call = self._calls[call_id]
+        eff = effective_config(self.config, call.number_route_key)
+        session = call.session_key or call.call_id
+        history = self.memory.history(session)[:-1]  # the new user turn is user_text
+        req = ResponseRequest(
+            call_id=call_id, session_key=session, user_text=text, history=history,
+            system_prompt=eff.response_system_prompt, model=eff.response_model,
+            timeout_ms=eff.response_timeout_ms,
+            caller_number=call.from_number if call.direction == "inbound" else call.to_number,
+            agent_id=eff.agent_id or "main")
+        try:
+            result = await self.responder.respond(req)
+        except VoicecallError as exc:
+            log.warning("agent.failed", extra={"call_id": call_id, "why": str(exc)})
+            await self._listen(call_id)
+            return
+        live = self._live.get(call_id)
+        if live is None or live.turn_gen != gen:
+            return  # the caller spoke again; this reply is stale
+        agent_ms = (self.clock() - heard_at) * 1000
+        if result.text:
+            started = self.clock()
+            latency = (started - heard_at) * 1000
+            await self._record([{
+                "type": "turn", "callId": call_id, "turn": turn, "kind": "auto",
+                "latencyMs": round(latency, 1),
+                "listenWaitMs": round(listen_wait_ms, 1) if listen_wait_ms is not None else None,
+                "breakdown": {"agentMs": round(agent_ms, 1),
+                              "agentFirstTokenMs": result.first_token_ms},
+            }])
+            await self._say(call_id, result.text)
+        if result.end_call:
+            with contextlib.suppress(VoicecallError):
+                await self.end(call_id, reason=CallState.HANGUP_BOT)
+            return
+        if self._live.get(call_id) is live and live.turn_gen == gen:
+            await self._listen(call_id)
+
+    # ------------------------------------------------------------------ operator actions
+    async def speak(self, call_id: str, message: str) -> None:
+        call = self._require_live(call_id)
+        if not message:
+            raise UsageError("message is required")
+        if not await self._say(call.call_id, message):
+            raise CarrierError("playback failed")
+        if call.mode == "conversation":
+            await self._listen(call.call_id)
+
+    async def continue_call(self, call_id: str, message: str,
+                            timeout_ms: int | None = None) -> str:
+        """Speak ``message``, then wait for the caller's reply; returns the transcript."""
+        call = self._require_live(call_id)
+        live = self._live[call.call_id]
+        if live.waiter is not None and not live.waiter.future.done():
+            raise CallStateError("Already waiting for transcript")
+        token = secrets.token_urlsafe(12)
+        waiter = _Waiter(token, asyncio.get_running_loop().create_future())
+        live.waiter = waiter
+        start = self.clock()
+        try:
+            if message:
+                await self._say(call.call_id, message)
+            listen_start = self.clock()
+            await self._listen(call.call_id, token)
+            limit = (timeout_ms or self.config.transcript_timeout_ms) / 1000
+            try:
+                transcript = await asyncio.wait_for(waiter.future, limit)
+            except TimeoutError:
+                raise CallStateError(
+                    f"Timed out waiting for transcript after {int(limit * 1000)}ms") from None
+        finally:
+            if live.waiter is waiter:
+                live.waiter = None
+        now = self.clock()
+        await self._record([{
+            "type": "turn", "callId": call.call_id, "turn": live.turns, "kind": "continue",
+            "latencyMs": round((now - start) * 1000, 1),
+            "listenWaitMs": round((now - listen_start) * 1000, 1)}])
+        return transcript
+
+    async def send_dtmf(self, call_id: str, digits: str) -> None:
+        call = self._require_live(call_id)
+        if not digits or not DTMF_RE.match(digits):
+            raise UsageError("digits may only contain digits, *, #, comma, w, p")
+        await self.carrier.send_dtmf(call, digits)
+        await self._record([{"type": "dtmf", "callId": call.call_id, "digits": digits,
+                             "direction": "out"}])
+
+    async def end(self, call_id: str, *, reason: CallState = CallState.HANGUP_BOT,
+                  note: str | None = None) -> Call:
+        call = self._require_live(call_id)
+        live = self._live[call.call_id]
+        try:
+            await self.carrier.hangup(call)
+        except VoicecallError as exc:
+            log.warning("hangup.failed", extra={"call_id": call.call_id, "why": str(exc)})
+        async with live.lock:
+            cur = self._calls[call.call_id]
+            if cur.terminal:
+                return cur
+            if note:
+                cur = cur.with_metadata(endNote=note)
+            ended, effects = await self._apply(cur, CallEvent(
+                "call.ended", call_id=call.call_id, timestamp=self.clock(), reason=reason))
+        self._finalize_live(ended)
+        return ended
+
+    # ------------------------------------------------------------------ restart
+    async def _restore(self) -> None:
+        """Bring back live calls from the store: keep what the carrier still has, reap the rest."""
+        now = self.clock()
+        kept = reaped = 0
+        for call in self.store.load_active():
+            status = "unknown"
+            if call.provider_call_id and now - call.started_at <= self.config.max_duration_seconds:
+                try:
+                    status = await self.carrier.get_status(call.provider_call_id)
+                except VoicecallError:
+                    status = "unknown"
+            elif call.provider_call_id:
+                status = "expired"
+            else:
+                status = "not-found"  # never reached the carrier: nothing to resume
+            if status in ("active", "unknown"):
+                self._live[call.call_id] = _Live()
+                self._calls[call.call_id] = call
+                if call.provider_call_id:
+                    self._by_provider[call.provider_call_id] = call.call_id
+                if call.answered_at is not None:
+                    elapsed = now - call.answered_at
+                    self._start_max_timer(call, self.config.max_duration_seconds - elapsed)
+                kept += 1
+                continue
+            reason = CallState.TIMEOUT if status == "expired" else CallState.COMPLETED
+            if status == "expired":
+                with contextlib.suppress(VoicecallError):
+                    await self.carrier.hangup(call)
+            ended = call.replace(state=reason, end_reason=reason, ended_at=now).with_metadata(
+                endNote=f"restart: carrier status {status}")
+            await self._persist(ended, self._diff_events(call, ended))
+            reaped += 1
+        if kept or reaped:
+            log.info("calls.restored", extra={"kept": kept, "reaped": reaped})
+
+    def statistics(self) -> Mapping[str, int]:
+        return {"active": len(self.active_calls()), "reserved": self._reserved}

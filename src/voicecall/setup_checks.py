@@ -1,0 +1,56 @@
+"""``voicecall setup``: readable checks of a configuration, also used by ``smoke``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from voicecall.config import LoadedConfig, missing_credentials, validate_setup, webhook_exposure
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    ok: bool
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "ok": self.ok, "message": self.message}
+
+
+def _audio_mode(loaded: LoadedConfig) -> Check:
+    cfg = loaded.config
+    if cfg.streaming.enabled and cfg.realtime.enabled:
+        return Check("audio-mode", False,
+                     "streaming.enabled and realtime.enabled cannot both be true")
+    if cfg.realtime.enabled:
+        return Check("audio-mode", True, "Realtime voice enabled "
+                     f"({cfg.realtime.provider or 'first registered provider'})")
+    if cfg.streaming.enabled:
+        return Check("audio-mode", True, "Streaming transcription enabled "
+                     f"({cfg.streaming.provider or 'first registered provider'})")
+    return Check("audio-mode", True, "Notify/conversation calls use normal TTS/STT flow")
+
+
+def run_checks(loaded: LoadedConfig) -> list[Check]:
+    cfg = loaded.config
+    where = str(loaded.path) if loaded.path else "embedded defaults"
+    checks = [Check("plugin-enabled", cfg.enabled,
+                    f"enabled ({where})" if cfg.enabled else f"disabled ({where}): set enabled")]
+    checks.append(Check("provider", cfg.provider is not None,
+                        f"provider {cfg.provider}" if cfg.provider else "provider is required"))
+    missing = missing_credentials(cfg)
+    checks.append(Check("credentials", not missing,
+                        "; ".join(missing) if missing else "credentials present"))
+    others = [p for p in validate_setup(cfg) if p not in missing]
+    checks.append(Check("provider-config", not others,
+                        "; ".join(others) if others else "provider config valid"))
+    ok, message = webhook_exposure(cfg)
+    checks.append(Check("webhook-exposure", ok, message))
+    checks.append(_audio_mode(loaded))
+    return checks
+
+
+def report(loaded: LoadedConfig) -> dict[str, Any]:
+    checks = run_checks(loaded)
+    return {"ok": all(c.ok for c in checks), "checks": [c.to_dict() for c in checks]}

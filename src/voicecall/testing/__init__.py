@@ -1,0 +1,1 @@
+"""Test kit: fakes that speak the real wire protocols of the services voicecall talks to."""

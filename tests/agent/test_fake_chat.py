@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import httpx
@@ -10,7 +12,25 @@ import pytest
 
 from voicecall.testing.fake_chat import FakeChatServer, FakeReply
 
+Chat = Callable[..., AbstractContextManager[FakeChatServer]]
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi there"}]}
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[FakeChatServer]:
+    with FakeChatServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def chat(shared_server: FakeChatServer) -> Chat:
+    """``with chat(replies, **config) as srv``: the shared server, reset."""
+
+    @contextmanager
+    def configure(*args: Any, **kwargs: Any) -> Iterator[FakeChatServer]:
+        yield shared_server.reset(*args, **kwargs)
+
+    return configure
 
 
 def sse_events(text: str) -> list[Any]:
@@ -36,8 +56,8 @@ def test_streaming_wire_format() -> None:
     assert all("usage" not in c for c in chunks)  # only when asked for
 
 
-def test_usage_chunk_when_requested() -> None:
-    with FakeChatServer(["One two three."]) as srv:
+def test_usage_chunk_when_requested(chat: Chat) -> None:
+    with chat(["One two three."]) as srv:
         response = httpx.post(f"{srv.base_url}/chat/completions", json={
             **BODY, "stream": True, "stream_options": {"include_usage": True}})
     chunks = sse_events(response.text)
@@ -47,8 +67,8 @@ def test_usage_chunk_when_requested() -> None:
                                    "total_tokens": 5}
 
 
-def test_non_streaming_wire_format() -> None:
-    with FakeChatServer(["Plain."], reasoning="thinking") as srv:
+def test_non_streaming_wire_format(chat: Chat) -> None:
+    with chat(["Plain."], reasoning="thinking") as srv:
         body = httpx.post(f"{srv.base_url}/chat/completions", json=BODY).json()
     assert body["object"] == "chat.completion" and body["model"] == "gpt-4o-mini"
     assert body["choices"][0]["message"] == {
@@ -58,8 +78,8 @@ def test_non_streaming_wire_format() -> None:
     assert body["usage"]["total_tokens"] == 4  # 2 prompt + 1 content + 1 reasoning
 
 
-def test_reply_sources_in_order() -> None:
-    with FakeChatServer(["queued"], reply_fn=lambda body: "from fn",
+def test_reply_sources_in_order(chat: Chat) -> None:
+    with chat(["queued"], reply_fn=lambda body: "from fn",
                         default_reply="default") as srv:
         url = f"{srv.base_url}/chat/completions"
 
@@ -73,8 +93,8 @@ def test_reply_sources_in_order() -> None:
         assert [ask(), ask()] == ["again", "default"]
 
 
-def test_error_injection_and_recording() -> None:
-    with FakeChatServer() as srv:
+def test_error_injection_and_recording(chat: Chat) -> None:
+    with chat() as srv:
         srv.fail_next(429, "Rate limit reached", count=2, retry_after=1.5)
         url = f"{srv.base_url}/chat/completions"
         first = httpx.post(url, json=BODY, headers={"X-Test": "1"})
@@ -95,8 +115,8 @@ def test_error_injection_and_recording() -> None:
     ({"Authorization": "Bearer nope"}, "Incorrect API key provided: nope."),
     ({"Authorization": "Basic secret"}, "Incorrect API key provided"),
 ])
-def test_bearer_token_required(headers: dict[str, str], fragment: str) -> None:
-    with FakeChatServer(api_key="secret") as srv:
+def test_bearer_token_required(chat: Chat, headers: dict[str, str], fragment: str) -> None:
+    with chat(api_key="secret") as srv:
         url = f"{srv.base_url}/chat/completions"
         denied = httpx.post(url, json=BODY, headers=headers)
         allowed = httpx.post(url, json=BODY, headers={"Authorization": "Bearer secret"})
@@ -110,8 +130,8 @@ def test_bearer_token_required(headers: dict[str, str], fragment: str) -> None:
     {"model": "m", "messages": [{"role": "robot", "content": "x"}]},
     ["not", "an", "object"],
 ])
-def test_malformed_requests_get_400(body: object) -> None:
-    with FakeChatServer() as srv:
+def test_malformed_requests_get_400(chat: Chat, body: object) -> None:
+    with chat() as srv:
         response = httpx.post(f"{srv.base_url}/chat/completions", json=body)
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
@@ -126,6 +146,12 @@ def test_models_and_lifecycle() -> None:
     try:
         models = httpx.get(f"{srv.base_url}/models").json()
         assert models["object"] == "list" and models["data"][0]["id"]
+        srv.fail_next(500)
+        httpx.post(f"{srv.base_url}/chat/completions", json=BODY)
+        srv.reset(["fresh"])
+        assert srv.requests == []
+        reply = httpx.post(f"{srv.base_url}/chat/completions", json=BODY)
+        assert reply.json()["choices"][0]["message"]["content"] == "fresh"
     finally:
         srv.stop()
         srv.stop()

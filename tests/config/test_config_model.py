@@ -70,7 +70,7 @@ def test_carrier_and_extension_defaults() -> None:
     assert c.telnyx.api_key is None and c.telnyx.public_key is None
     assert c.plivo.auth_id is None and c.plivo.auth_token is None
     assert c.responder.kind == "scripted"
-    assert c.responder.base_url == "https://api.openai.com/v1"
+    assert c.responder.base_url is None  # the kind picks its usual address
     assert c.responder.api_key is None and c.responder.script is None
     m = c.mock
     assert (m.ring_delay_ms, m.answer_delay_ms, m.reply_delay_ms) == (200, 300, 300)

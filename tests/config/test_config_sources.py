@@ -187,7 +187,8 @@ def test_skip_signature_verification_warns() -> None:
 # --- env fallbacks ------------------------------------------------------------------
 
 CARRIER_ENV = {
-    "TWILIO_ACCOUNT_SID": "AC-env", "TWILIO_AUTH_TOKEN": "tw-env", "TWILIO_FROM_NUMBER": "+15550002222",
+    "TWILIO_ACCOUNT_SID": "AC-env", "TWILIO_AUTH_TOKEN": "tw-env",
+    "TWILIO_FROM_NUMBER": "+15550002222",
     "TELNYX_API_KEY": "tx-env", "TELNYX_CONNECTION_ID": "conn-env", "TELNYX_PUBLIC_KEY": "pk-env",
     "PLIVO_AUTH_ID": "MA-env", "PLIVO_AUTH_TOKEN": "pl-env",
 }
@@ -406,3 +407,8 @@ def test_legacy_keys_migrated_in_memory_with_warning() -> None:
     assert warning.endswith('Run "voicecall doctor --fix".')
     # raw stays as written so doctor and tools can see the original
     assert loaded.raw["provider"] == "log"
+
+
+def test_empty_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="the file is empty"):
+        load_config(write(tmp_path / "c.json5", "  \n"), {})

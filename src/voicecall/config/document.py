@@ -17,6 +17,8 @@ _JSON5_ERROR = re.compile(r"^<string>:(\d+) (.*) at column (\d+)$")
 
 def parse_json5(text: str, source: str | Path = "<config>") -> Any:
     """Parse JSON5; a syntax error becomes a ``ConfigError`` with line and column."""
+    if not text.strip():
+        raise ConfigError(f"{source}: invalid JSON5: the file is empty (write {{}} for defaults)")
     try:
         return json5.loads(text)
     except ValueError as exc:

@@ -147,6 +147,16 @@ class _Migration:
                 self.moved(old, new)
 
 
+def migrate_plugin_object(
+    raw: Mapping[str, Any], prefix: str = ""
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """(new plugin config, change lines, legacy key paths) for a plugin object only."""
+    cfg = copy.deepcopy(dict(raw))
+    migration = _Migration(prefix)
+    migration.run(cfg)
+    return cfg, migration.changes, migration.legacy
+
+
 def migrate_legacy(raw: Mapping[str, Any], prefix: str = "") -> tuple[dict[str, Any], list[str]]:
     """Rewrite legacy keys; returns (new config, human-readable change lines).
 
@@ -156,10 +166,8 @@ def migrate_legacy(raw: Mapping[str, Any], prefix: str = "") -> tuple[dict[str, 
     in the lines. The input is never modified.
     """
     if not is_whole_document(raw):
-        cfg = copy.deepcopy(dict(raw))
-        migration = _Migration(prefix)
-        migration.run(cfg)
-        return cfg, migration.changes
+        cfg, changes, _ = migrate_plugin_object(raw, prefix)
+        return cfg, changes
     doc = copy.deepcopy(dict(raw))
     entry = plugin_entry(doc)
     plugin = entry.get("config") if entry else None
@@ -177,16 +185,12 @@ def detect_legacy_keys(raw: Mapping[str, Any]) -> list[str]:
     prefix; for the plugin object they are relative to it.
     """
     if not is_whole_document(raw):
-        migration = _Migration("")
-        migration.run(copy.deepcopy(dict(raw)))
-        return migration.legacy
+        return migrate_plugin_object(raw)[2]
     entry = plugin_entry(dict(raw))
     plugin = entry.get("config") if entry else None
     if not isinstance(plugin, dict):
         return []
-    migration = _Migration("")
-    migration.run(copy.deepcopy(plugin))
-    return [f"{WHOLE_PREFIX}.{path}" for path in migration.legacy]
+    return [f"{WHOLE_PREFIX}.{path}" for path in migrate_plugin_object(plugin)[2]]
 
 
-__all__ = ["detect_legacy_keys", "migrate_legacy", "read_document"]
+__all__ = ["detect_legacy_keys", "migrate_legacy", "migrate_plugin_object", "read_document"]

@@ -222,8 +222,10 @@ class RealtimeConfig(StrictModel):
 class ResponderConfig(StrictModel):
     """voicecall extension: the agent backend used for auto-responses."""
 
-    kind: Literal["scripted", "openai"] = "scripted"
-    base_url: HttpUrl = "https://api.openai.com/v1"
+    # "openai" speaks to any OpenAI-compatible server; the local kinds only change the
+    # default base URL (ollama :11434, vllm :8000, llamacpp :8080).
+    kind: Literal["scripted", "openai", "ollama", "vllm", "llamacpp"] = "scripted"
+    base_url: HttpUrl | None = None  # None: the kind's usual address
     api_key: Secret | None = None
     script: UserPath | None = None  # JSON5 rules file for the scripted responder
 

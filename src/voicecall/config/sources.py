@@ -28,7 +28,7 @@ from voicecall.errors import ConfigError
 from .document import PLUGIN_ID, WHOLE_PREFIX, read_document
 from .envfallback import apply_env_fallbacks
 from .errors import ConfigValidationError, format_errors
-from .migrate import detect_legacy_keys, migrate_legacy
+from .migrate import migrate_plugin_object
 from .model import VoiceCallConfig
 from .routing import effective_tts
 from .secret import wrap_secrets
@@ -152,8 +152,8 @@ def load_config_data(
     warnings = list(shape.warnings)
     base_dir = source.parent if source else None
 
-    legacy = detect_legacy_keys(shape.plugin)
-    plugin = migrate_legacy(shape.plugin)[0] if legacy else copy.deepcopy(shape.plugin)
+    # Runtime compat shim: legacy keys are rewritten in memory, never on disk.
+    plugin, _, legacy = migrate_plugin_object(shape.plugin)
     if legacy:
         warnings.append(
             f"legacy config keys detected: {', '.join(p + k for k in legacy)}. "
@@ -164,7 +164,7 @@ def load_config_data(
     else:
         plugin.setdefault("enabled", True)
 
-    core_tts = migrate_legacy({"tts": shape.core_tts})[0]["tts"]
+    core_tts = migrate_plugin_object({"tts": shape.core_tts})[0]["tts"]
     core_tts = resolve_secret_refs(
         core_tts, TTS_SECRET_PATHS, environ, prefix="messages.tts", base_dir=base_dir
     )

@@ -13,7 +13,7 @@ import httpx
 from voicecall.config import VoiceCallConfig
 from voicecall.errors import GatewayUnavailableError, RpcError
 from voicecall.gateway.server import gateway_file
-from voicecall.gateway.token import read_token
+from voicecall.gateway.token import TOKEN_FILE, read_token
 
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -32,7 +32,7 @@ def control_url(cfg: VoiceCallConfig, home: Path) -> str:
     """The running gateway's control URL: its own record first, else the configured one."""
     try:
         info = json.loads(gateway_file(home).read_text())
-        if isinstance(info, dict) and _pid_alive(int(info["pid"])):
+        if isinstance(info, dict) and int(info["pid"]) > 0 and _pid_alive(int(info["pid"])):
             return str(info["controlUrl"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -62,16 +62,32 @@ class GatewayClient:
             async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as http:
                 resp = await http.post(self.url, json=body, headers=headers)
         except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+            # Nothing listening (or it closed without answering): the caller may fall back.
             raise GatewayUnavailableError(f"gateway not reachable at {self.url}: {exc}") from None
         except httpx.TimeoutException:
             raise RpcError(RpcError.UNAVAILABLE, f"gateway timed out after {timeout_s}s") from None
+        except httpx.HTTPError as exc:
+            # The request may have reached the gateway: never a fallback (no double calls).
+            raise RpcError(RpcError.UNAVAILABLE,
+                           f"gateway request failed: {type(exc).__name__}: {exc}") from None
         if resp.status_code == 401:
-            raise RpcError(RpcError.UNAUTHORIZED, "gateway rejected the control token (401)")
+            raise RpcError(RpcError.UNAUTHORIZED,
+                           f"gateway at {self.url} rejected the control token (HTTP 401); "
+                           f"check {TOKEN_FILE} in the state directory")
         if resp.status_code != 200:
             raise RpcError(RpcError.INTERNAL_ERROR, f"gateway answered HTTP {resp.status_code}")
-        doc = resp.json()
-        if "error" in doc:
-            err = doc["error"]
-            raise RpcError(int(err.get("code", RpcError.INTERNAL_ERROR)),
+        try:
+            doc = resp.json()
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise RpcError(RpcError.INTERNAL_ERROR,
+                           f"{self.url} did not answer with a JSON-RPC object")
+        err = doc.get("error")
+        if err is not None:
+            if not isinstance(err, dict):
+                raise RpcError(RpcError.INTERNAL_ERROR, f"gateway error: {err}")
+            code = err.get("code")
+            raise RpcError(code if isinstance(code, int) else RpcError.INTERNAL_ERROR,
                            str(err.get("message")), err.get("data"))
         return doc.get("result")

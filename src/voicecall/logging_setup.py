@@ -2,14 +2,24 @@
 
 The runtime logs call ids, states and reasons only. Records that carry
 personal data put it under ``pii_*`` extra keys, which this formatter drops
-unless ``log.includePii`` is on.
+unless ``log.includePii`` is on. Values with spaces, quotes or ``=`` are
+JSON-quoted (logfmt style) so one event stays one parsable line.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 _STD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+_NEEDS_QUOTES = frozenset(' "=\n\r\t')
+
+
+def _value(value: object) -> str:
+    text = str(value)
+    if not text or any(c in _NEEDS_QUOTES for c in text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -25,7 +35,7 @@ class KeyValueFormatter(logging.Formatter):
                 continue
             if key.startswith("pii_") and not self.include_pii:
                 continue
-            extras.append(f"{key}={value}")
+            extras.append(f"{key}={_value(value)}")
         return base + (" " + " ".join(extras) if extras else "")
 
 

@@ -39,12 +39,17 @@ def run_checks(loaded: LoadedConfig) -> list[Check]:
                     f"enabled ({where})" if cfg.enabled else f"disabled ({where}): set enabled")]
     checks.append(Check("provider", cfg.provider is not None,
                         f"provider {cfg.provider}" if cfg.provider else "provider is required"))
-    missing = missing_credentials(cfg)
-    checks.append(Check("credentials", not missing,
-                        "; ".join(missing) if missing else "credentials present"))
-    others = [p for p in validate_setup(cfg) if p not in missing]
-    checks.append(Check("provider-config", not others,
-                        "; ".join(others) if others else "provider config valid"))
+    if not cfg.enabled:
+        # The setup rules do not apply to a disabled plugin; do not claim they pass.
+        checks.append(Check("credentials", True, "not checked: voice-call is disabled"))
+        checks.append(Check("provider-config", True, "not checked: voice-call is disabled"))
+    else:
+        missing = missing_credentials(cfg)
+        checks.append(Check("credentials", not missing,
+                            "; ".join(missing) if missing else "credentials present"))
+        others = [p for p in validate_setup(cfg) if p not in missing]
+        checks.append(Check("provider-config", not others,
+                            "; ".join(others) if others else "provider config valid"))
     ok, message = webhook_exposure(cfg)
     checks.append(Check("webhook-exposure", ok, message))
     checks.append(_audio_mode(loaded))

@@ -7,11 +7,14 @@ on failure (errors are returned to the model, not raised).
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from voicecall.errors import VoicecallError
+
+log = logging.getLogger("voicecall.tool")
 
 TOOL_NAME = "voice_call"
 DESCRIPTION = "Make phone calls and have voice conversations via the voice-call gateway."
@@ -42,35 +45,73 @@ _PROPS: dict[str, dict[str, Any]] = {
 }
 
 
-def tool_schema() -> dict[str, Any]:
-    """The tool definition in the common function-calling shape."""
-    variants = []
+def _action_rules(action: str) -> dict[str, Any]:
+    required, optional = _ACTION_ARGS[action]
+    rules: dict[str, Any] = {
+        "required": list(required),
+        "propertyNames": {"enum": ["action", *required, *optional]},
+    }
+    if "dtmfSequence" in optional:
+        rules["if"] = {"required": ["dtmfSequence"]}
+        rules["then"] = {"required": ["mode"], "properties": {"mode": {"const": "conversation"}}}
+    return rules
+
+
+def _action_chain(actions: list[str]) -> dict[str, Any]:
+    """``if action == A then A's rules else (if action == B ...)``, innermost last."""
+    first, rest = actions[0], actions[1:]
+    node: dict[str, Any] = {
+        "if": {"properties": {"action": {"const": first}}, "required": ["action"]},
+        "then": _action_rules(first),
+    }
+    if rest:
+        node["else"] = _action_chain(rest)
+    return node
+
+
+def _action_help() -> str:
+    parts = []
     for action, (required, optional) in _ACTION_ARGS.items():
-        props = {"action": {"const": action}}
-        props.update({k: _PROPS[k] for k in required + optional})
-        variant: dict[str, Any] = {"type": "object", "properties": props,
-                                   "required": ["action", *required],
-                                   "additionalProperties": False}
-        if action == "initiate_call":
-            variant["if"] = {"required": ["dtmfSequence"]}
-            variant["then"] = {"required": ["mode"],
-                               "properties": {"mode": {"const": "conversation"}}}
-        variants.append(variant)
+        args = [*required, *(f"{k}?" for k in optional)]
+        parts.append(f"{action}({', '.join(args)})")
+    return "What to do: " + "; ".join(parts) + "."
+
+
+def tool_schema() -> dict[str, Any]:
+    """The tool definition in the common function-calling shape.
+
+    ``parameters`` is one flat object (every argument of every action) with the
+    per-action rules in an ``if``/``then``/``else`` chain keyed on ``action``:
+    tool-use APIs reject ``oneOf``/``anyOf``/``allOf`` at the top level of a tool's
+    input schema, so the action forms are not a union there.
+    """
+    properties: dict[str, Any] = {
+        "action": {"type": "string", "enum": list(_ACTION_ARGS), "description": _action_help()},
+    }
+    properties.update(_PROPS)
     return {
         "name": TOOL_NAME,
         "description": DESCRIPTION,
-        "parameters": {"type": "object", "oneOf": variants},
+        "parameters": {
+            "type": "object",
+            "properties": properties,
+            "required": ["action"],
+            "additionalProperties": False,
+            **_action_chain(list(_ACTION_ARGS)),
+        },
     }
 
 
-def validate_args(args: Mapping[str, Any]) -> str | None:
+def validate_args(args: Any) -> str | None:
     """Check ``args`` against the schema's rules; returns an error message or None."""
+    if not isinstance(args, Mapping):
+        return "arguments must be an object"
     action = args.get("action")
     if action not in _ACTION_ARGS:
         return f"action must be one of: {', '.join(_ACTION_ARGS)}"
     required, optional = _ACTION_ARGS[str(action)]
     allowed = {"action", *required, *optional}
-    extra = sorted(set(args) - allowed)
+    extra = sorted(str(k) for k in set(args) - allowed)
     if extra:
         return f"unexpected argument(s) for {action}: {', '.join(extra)}"
     for key in required:
@@ -79,12 +120,14 @@ def validate_args(args: Mapping[str, Any]) -> str | None:
     for key in optional:
         if key in args and not isinstance(args[key], str):
             return f"{key} must be a string"
-    if "to" in args and not re.match(_E164, args["to"]):
+    # fullmatch + ASCII: like the schema's ECMA-262 patterns, no trailing newline and no
+    # non-ASCII digits (Python's \d and $ would let "+١٥٥٥…" or "+1555…\n" through).
+    if "to" in args and not re.fullmatch(_E164, args["to"], re.ASCII):
         return "to must be an E.164 number, e.g. +15550001234"
     if "mode" in args and args["mode"] not in ("notify", "conversation"):
         return "mode must be notify or conversation"
     for key in ("digits", "dtmfSequence"):
-        if key in args and not re.match(_DTMF, args[key]):
+        if key in args and not re.fullmatch(_DTMF, args[key], re.ASCII):
             return "digits may only contain digits, *, #, comma, w, p"
     if "dtmfSequence" in args and args.get("mode") != "conversation":
         return 'dtmfSequence is only valid with mode: "conversation"'
@@ -104,7 +147,11 @@ _METHOD = {
 
 
 async def voice_call(args: Mapping[str, Any], rpc: RpcCall) -> dict[str, Any]:
-    """Run one tool call through ``rpc(method, params)`` (a ``GatewayClient.call``)."""
+    """Run one tool call through ``rpc(method, params)`` (a ``GatewayClient.call``).
+
+    Never raises for a failed call: the model gets ``{"error": "..."}`` to act on,
+    like the reference tool. Only cancellation propagates.
+    """
     problem = validate_args(args)
     if problem:
         return {"error": problem}
@@ -113,6 +160,9 @@ async def voice_call(args: Mapping[str, Any], rpc: RpcCall) -> dict[str, Any]:
         result = await rpc(_METHOD[str(args["action"])], params)
     except VoicecallError as exc:
         return {"error": str(exc)}
+    except Exception as exc:  # an agent loop must not die on a transport hiccup
+        log.warning("voice_call.failed", extra={"why": type(exc).__name__})
+        return {"error": f"{type(exc).__name__}: {exc}"}
     return dict(result) if isinstance(result, Mapping) else {"result": result}
 
 

@@ -14,19 +14,21 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from voicecall.calls.model import Call, CallEvent, CallState
+from voicecall.calls.model import Call, CallEvent, CallState, Direction
 from voicecall.carriers.base import DialRequest, EventSink, RemoteStatus
 from voicecall.errors import CarrierError, ProtocolError
 
 log = logging.getLogger(__name__)
 
 AnswerMode = Literal["answer", "busy", "no-answer", "voicemail"]
-_DTMF_OK = set("0123456789*#wW")
+# The manager's alphabet: digits, *, #, and the pauses w/W, p/P and comma.
+_DTMF_OK = set("0123456789*#wWpP,")
 
 
 @dataclass
@@ -40,6 +42,9 @@ class SimulatedCallee:
     dtmf_received: list[str] = field(default_factory=list)
     ended: bool = False
     turns_answered: int = 0
+    # Driven through the mock webhook: the far end lives outside this process and
+    # posts its own speech, so listening turns get no scripted reply.
+    external: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,13 @@ class Carrier:
 
     # -- call control ----------------------------------------------------
     def _live(self, call: Call) -> SimulatedCallee:
-        callee = self.callees.get(call.provider_call_id or "")
+        pid = call.provider_call_id or ""
+        callee = self.callees.get(pid)
+        if callee is None and pid and not call.terminal:
+            # A call this carrier neither dialled nor simulated came in through the
+            # mock webhook: record what it is asked to do, like a real far end would hear.
+            remote = call.from_number if call.direction == "inbound" else call.to_number
+            callee = self.callees[pid] = SimulatedCallee(pid, remote, [], external=True)
         if callee is None or callee.ended:
             raise CarrierError(f"mock call {call.provider_call_id} is not active")
         return callee
@@ -158,7 +169,8 @@ class Carrier:
 
     async def start_listening(self, call: Call, turn_token: str) -> None:
         callee = self._live(call)
-        self._spawn(self._reply(callee, turn_token))
+        if not callee.external:
+            self._spawn(self._reply(callee, turn_token))
 
     async def _reply(self, callee: SimulatedCallee, turn_token: str) -> None:
         await asyncio.sleep(self.timings.reply_delay_ms / 1000)
@@ -176,7 +188,7 @@ class Carrier:
 
     async def send_dtmf(self, call: Call, digits: str) -> None:
         if not digits or not set(digits) <= _DTMF_OK:
-            raise CarrierError("digits may only contain 0-9, *, #, w")
+            raise CarrierError("digits may only contain 0-9, *, #, w, p, comma")
         self._live(call).dtmf_received.append(digits)
 
     async def hangup(self, call: Call) -> None:
@@ -223,30 +235,54 @@ def _parse_event(i: int, item: object) -> CallEvent:
         raise ProtocolError(f"events[{i}].type must be one of {sorted(_EVENT_TYPES)}")
     if not item.get("callId") and not item.get("providerCallId"):
         raise ProtocolError(f"events[{i}] needs callId or providerCallId")
-    reason = item.get("reason")
-    direction = item.get("direction")
+
+    def text(key: str) -> str | None:
+        value = item.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ProtocolError(f"events[{i}].{key} must be a string")
+        return value or None
+
+    def number(key: str) -> float | None:
+        value = item.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            raise ProtocolError(f"events[{i}].{key} must be a number")
+        return float(value)
+
+    def flag(key: str, default: bool) -> bool:
+        value = item.get(key, default)
+        if not isinstance(value, bool):
+            raise ProtocolError(f"events[{i}].{key} must be true or false")
+        return value
+
+    reason = text("reason")
+    direction = text("direction")
     if direction not in (None, "inbound", "outbound"):
         raise ProtocolError(f"events[{i}].direction must be inbound or outbound")
     try:
         end_reason = CallState(reason) if reason else None
     except ValueError:
         raise ProtocolError(f"events[{i}].reason {reason!r} is not an end reason") from None
+    if end_reason is not None and not end_reason.terminal:
+        raise ProtocolError(f"events[{i}].reason {reason!r} is not an end reason")
     return CallEvent(
         type=kind,
-        call_id=item.get("callId"),
-        provider_call_id=item.get("providerCallId"),
-        timestamp=float(item.get("timestamp") or time.time()),
-        dedupe_key=item.get("id") or item.get("dedupeKey"),
-        turn_token=item.get("turnToken"),
-        direction=direction,
-        from_number=item.get("from"),
-        to_number=item.get("to"),
-        text=item.get("text"),
-        transcript=item.get("transcript"),
-        is_final=bool(item.get("isFinal", True)),
-        confidence=item.get("confidence"),
-        digits=item.get("digits"),
+        call_id=text("callId"),
+        provider_call_id=text("providerCallId"),
+        timestamp=number("timestamp") or time.time(),
+        dedupe_key=text("id") or text("dedupeKey"),
+        turn_token=text("turnToken"),
+        direction=cast("Direction | None", direction),  # checked just above
+        from_number=text("from"),
+        to_number=text("to"),
+        text=text("text"),
+        transcript=text("transcript"),
+        is_final=flag("isFinal", True),
+        confidence=number("confidence"),
+        digits=text("digits"),
         reason=end_reason,
-        error=item.get("error"),
-        retryable=bool(item.get("retryable", False)),
+        error=text("error"),
+        retryable=flag("retryable", False),
     )

@@ -10,26 +10,41 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Sequence
 
 from voicecall.cli import checks, logs, ops
 from voicecall.cli.context import Context
 from voicecall.cli.output import print_error
-from voicecall.errors import VoicecallError, exit_code_for
+from voicecall.errors import RpcError, VoicecallError, exit_code_for
 
 __all__ = ["main"]
 
+# JSON-RPC errors that mean "bad arguments" or "bad config" on the gateway side exit 2,
+# like the same error raised by the in-process runtime.
+_RPC_USAGE_CODES = frozenset({RpcError.INVALID_PARAMS, RpcError.INVALID_REQUEST,
+                              RpcError.SETUP_INCOMPLETE})
 
-def _positive_int(text: str) -> int:
-    # Strict decimal only: "0x10" or "1e3" are rejected like in the reference CLI.
-    if not text.isdigit():
+
+def _decimal_int(text: str) -> int:
+    # Strict ASCII decimal only: "0x10", "1e3", "+5" or "١٢" are rejected like in the
+    # reference CLI (str.isdigit would let other scripts' digits through).
+    if not re.fullmatch(r"[0-9]+", text):
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return int(text)
 
 
+def exit_code(exc: VoicecallError) -> int:
+    if isinstance(exc, RpcError) and exc.code in _RPC_USAGE_CODES:
+        return 2
+    return exit_code_for(exc)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="voicecall", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="voicecall",
+        description="voicecall: a gateway that lets an AI agent make and take phone calls.")
     parser.add_argument("--config", help="config file (JSON5); default $VOICECALL_CONFIG "
                         "or $VOICECALL_HOME/config.json5")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -70,12 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("tail", logs.cmd_tail, "follow the call event log")
     p.add_argument("--file", help="event log (default <store>/calls.jsonl)")
-    p.add_argument("--since", type=_positive_int, default=25, help="print the last N first")
-    p.add_argument("--poll", type=_positive_int, default=250, help="poll interval ms (>=50)")
+    p.add_argument("--since", type=_decimal_int, default=25, help="print the last N first")
+    p.add_argument("--poll", type=_decimal_int, default=250, help="poll interval ms (>=50)")
     p.add_argument("--no-follow", action="store_true", help="print and exit")
     p = add("latency", logs.cmd_latency, "summarise turn latency from the event log")
     p.add_argument("--file")
-    p.add_argument("--last", type=_positive_int, default=200)
+    p.add_argument("--last", type=_decimal_int, default=200)
 
     add("setup", checks.cmd_setup, "check the configuration")
     p = add("smoke", checks.cmd_smoke, "setup checks plus an optional short live call")
@@ -86,14 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("expose", checks.cmd_expose, "publish the webhook with Tailscale serve/funnel")
     p.add_argument("--mode", default="funnel", help="off | serve | funnel")
     p.add_argument("--path")
-    p.add_argument("--port", type=_positive_int)
+    p.add_argument("--port", type=_decimal_int)
     p.add_argument("--serve-path")
     p = add("doctor", checks.cmd_doctor, "report (and with --fix rewrite) legacy config keys")
     p.add_argument("--fix", action="store_true")
     p = add("verify-webhook", checks.cmd_verify_webhook, "check a captured webhook's signature")
     p.add_argument("capture", help="capture JSON file")
-    add("tool-schema", ops.cmd_tool_schema, "print the voice_call agent tool schema",
-        json_flag=False)
+    add("tool-schema", ops.cmd_tool_schema, "print the voice_call agent tool schema (JSON)")
     p = add("demo", ops.cmd_demo, "offline end-to-end demo on the mock carrier",
             json_flag=False)
     p.add_argument("--keep", action="store_true", help="keep the demo's state directory")
@@ -110,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except VoicecallError as exc:
         print_error(ctx, exc)
-        return exit_code_for(exc)
+        return exit_code(exc)
     return int(code or 0)
 
 

@@ -9,22 +9,29 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+from rich.text import Text
+
 from voicecall.cli.context import Context
-from voicecall.cli.ops import rpc_or_local
-from voicecall.cli.output import console, emit_json
+from voicecall.cli.ops import _op_timeout, run_standalone_call
+from voicecall.cli.output import console, emit_json, kv_table
+from voicecall.client import GatewayClient
 from voicecall.config import detect_legacy_keys, doctor_fix, find_config_path, read_document
-from voicecall.errors import ConfigError, UsageError
-from voicecall.gateway.manager import CallManager
+from voicecall.errors import ConfigError, GatewayUnavailableError, UsageError
 from voicecall.setup_checks import report
 from voicecall.webhook_verify import verify_capture
 
 
 def _print_setup(result: dict[str, Any]) -> None:
     status = "OK" if result["ok"] else "needs attention"
-    console.print(f"Voice Call setup: {status}")
+    table = Table(title=f"Voice Call setup: {status}", title_justify="left")
+    table.add_column("", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("message", overflow="fold")
     for c in result["checks"]:
-        mark = "[green]OK  [/]" if c["ok"] else "[red]FAIL[/]"
-        console.print(f"{mark} {c['id']}: {c['message']}", markup=True)
+        mark = Text("OK", style="green") if c["ok"] else Text("FAIL", style="bold red")
+        table.add_row(mark, Text(c["id"]), Text(c["message"]))
+    console.print(table)
 
 
 async def cmd_setup(ctx: Context, args: argparse.Namespace) -> int:
@@ -33,11 +40,15 @@ async def cmd_setup(ctx: Context, args: argparse.Namespace) -> int:
         emit_json(result)
     else:
         _print_setup(result)
+        for warning in ctx.loaded.warnings:  # e.g. legacy keys: "voicecall doctor --fix"
+            console.print(Text(f"warning: {warning}", style="yellow"))
     return 0 if result["ok"] else 1
 
 
 async def cmd_smoke(ctx: Context, args: argparse.Namespace) -> int:
     setup = report(ctx.loaded)
+    if not ctx.json:
+        _print_setup(setup)
     out: dict[str, Any]
     if not setup["ok"]:
         out = {"ok": False, "setup": setup}
@@ -46,24 +57,34 @@ async def cmd_smoke(ctx: Context, args: argparse.Namespace) -> int:
     elif not args.yes:
         out = {"ok": True, "setup": setup, "liveCall": False, "wouldCall": args.to}
     else:
-        async def local(m: CallManager) -> Any:
-            call = await m.initiate(args.to, args.message, args.mode)
-            return {"callId": call.call_id}
-        placed = await rpc_or_local(ctx, "voicecall.start",
-                                    {"to": args.to, "message": args.message,
-                                     "mode": args.mode}, local)
-        out = {"ok": True, "setup": setup, "liveCall": True, "callId": placed["callId"]}
+        out = {"ok": True, "setup": setup, "liveCall": True,
+               **await _smoke_call(ctx, args)}
     if ctx.json:
         emit_json(out)
     else:
-        _print_setup(setup)
         if out.get("liveCall"):
-            console.print(f"live-call: placed {out['callId']}")
+            ended = f", ended {out['state']}" if out.get("state") else ""
+            console.print(Text(f"live-call: placed {out['callId']}{ended}"))
         elif "wouldCall" in out:
-            console.print(f"live-call: dry run (would call {out['wouldCall']}; pass --yes)")
+            console.print(Text(f"live-call: dry run (would call {out['wouldCall']}; "
+                               "pass --yes)"))
         elif out["ok"]:
             console.print("live-call: skipped (pass --to and --yes to place one)")
     return 0 if out["ok"] else 1
+
+
+async def _smoke_call(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    """Place the smoke call on the gateway, else in-process (mock only) until it ends."""
+    params = {"to": args.to, "message": args.message, "mode": args.mode}
+    client = GatewayClient.discover(ctx.loaded.config, ctx.home)
+    try:
+        placed = await client.call("voicecall.start", params, _op_timeout(ctx))
+        return {"callId": placed["callId"]}
+    except GatewayUnavailableError:
+        pass
+    final = await run_standalone_call(ctx, args.to, args.message, args.mode, None,
+                                      echo=not ctx.json)
+    return {"callId": final.call_id, "standalone": True, "state": final.state.value}
 
 
 async def _run(*argv: str) -> tuple[int, str]:
@@ -82,7 +103,7 @@ async def cmd_expose(ctx: Context, args: argparse.Namespace) -> int:
     cfg = ctx.loaded.config
     mode = args.mode if args.mode in ("off", "serve", "funnel") else "funnel"
     path = args.path or cfg.tailscale.path or cfg.serve.path
-    port = args.port or cfg.serve.port
+    port = args.port if args.port is not None else cfg.serve.port
     if not 1 <= port <= 65535:
         raise UsageError("--port must be 1..65535")
     if shutil.which("tailscale") is None:
@@ -102,7 +123,7 @@ async def cmd_expose(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.json:
         emit_json(out)
     else:
-        console.print(out)
+        console.print(kv_table(f"Tailscale {mode}", out))
     return 0 if out["ok"] else 1
 
 
@@ -123,19 +144,22 @@ async def cmd_doctor(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.json:
         emit_json(result)
     else:
-        for key, value in result.items():
-            console.print(f"{key}: {value}")
+        console.print(kv_table("voicecall doctor", {
+            k: "\n".join(v) if isinstance(v, list) else v for k, v in result.items()}))
     return 0 if result["ok"] else 1
 
 
-async def cmd_verify_webhook(ctx: Context, args: argparse.Namespace) -> int:
+def _read_capture(name: str) -> Any:
     try:
-        capture = json.loads(Path(args.capture).read_text())
+        return json.loads(Path(name).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise UsageError(f"cannot read {args.capture}: {exc.strerror}") from None
+        raise UsageError(f"cannot read {name}: {exc.strerror}") from None
     except ValueError as exc:
-        raise ConfigError(f"{args.capture} is not JSON: {exc}") from None
-    ok, reason = verify_capture(capture)
+        raise ConfigError(f"{name} is not JSON: {exc}") from None
+
+
+async def cmd_verify_webhook(ctx: Context, args: argparse.Namespace) -> int:
+    ok, reason = verify_capture(_read_capture(args.capture))
     if ctx.json:
         emit_json({"valid": ok, "reason": reason})
     else:

@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voicecall.cli.ops import _print_record
-from voicecall.cli.output import console
+from voicecall.cli.output import console, print_record
 from voicecall.client import GatewayClient
 from voicecall.config import load_config
 from voicecall.errors import RpcError
@@ -86,19 +85,23 @@ async def _demo(home: Path) -> int:
     return 0 if ok else 1
 
 
+def _records_after(path: Path, seq: int) -> list[dict[str, Any]]:
+    return list(read_events(path, since_seq=seq)) if path.exists() else []
+
+
 async def _follow(path: Path, call_id: str, limit_s: float) -> bool:
     """Print this call's records as they land; True once the call has ended."""
     seq = 0
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        if path.exists():
-            for rec in read_events(path, since_seq=seq):
-                seq = max(seq, int(rec.get("seq", 0)))
-                if rec.get("callId") != call_id:
-                    continue
-                _print_record(rec)
-                if rec.get("type") == "call.state" and rec.get("reason"):
-                    return True
+        # Read off the event loop: the gateway being demonstrated runs on it.
+        for rec in await asyncio.to_thread(_records_after, path, seq):
+            seq = max(seq, int(rec.get("seq", 0)))
+            if rec.get("callId") != call_id:
+                continue
+            print_record(rec)
+            if rec.get("type") == "call.state" and rec.get("reason"):
+                return True
         await asyncio.sleep(0.05)
     return False
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from voicecall.cli.context import Context
-from voicecall.cli.ops import _print_record
-from voicecall.cli.output import console, emit_json
+from voicecall.cli.output import console, emit_json, print_record
 from voicecall.errors import UsageError
 from voicecall.gateway.runtime import store_dir
 from voicecall.store.eventlog import follow, latency_summary, tail_lines
@@ -23,7 +23,7 @@ EVENTS_FILE = "calls.jsonl"
 def _events_path(ctx: Context, file: str | None) -> Path:
     if file:
         path = Path(file).expanduser()
-        if not path.exists():
+        if not path.is_file():
             raise UsageError(f"no such file: {path}")
         return path
     return store_dir(ctx.loaded.config, ctx.home) / EVENTS_FILE
@@ -33,7 +33,7 @@ def _out(ctx: Context, rec: dict[str, Any]) -> None:
     if ctx.json:
         print(json.dumps(rec, ensure_ascii=False), flush=True)
     else:
-        _print_record(rec)
+        print_record(rec, show_unknown=True)
 
 
 async def cmd_tail(ctx: Context, args: argparse.Namespace) -> int:
@@ -67,7 +67,7 @@ async def cmd_latency(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.json:
         emit_json(summary)
         return 0
-    table = Table(title=f"Turn latency ({summary['turns']} turns from {path})",
+    table = Table(title=Text(f"Turn latency ({summary['turns']} turns from {path})"),
                   title_justify="left")
     for col in ("series", "count", "p50 ms", "p90 ms", "p99 ms", "min", "max", "avg"):
         table.add_column(col, justify="right" if col != "series" else "left")

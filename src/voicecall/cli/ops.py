@@ -9,9 +9,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from rich.text import Text
+
 from voicecall.calls import Call
 from voicecall.cli.context import Context
-from voicecall.cli.output import calls_table, console, emit_json, kv_table
+from voicecall.cli.output import calls_table, console, emit_json, kv_table, print_record
 from voicecall.client import GatewayClient
 from voicecall.errors import GatewayUnavailableError, RpcError, UsageError
 from voicecall.gateway.manager import CallManager
@@ -23,13 +25,16 @@ from voicecall.tool import tool_schema
 
 LocalOp = Callable[[CallManager], Awaitable[Any]]
 
+# The reference polls every 1000 ms; start faster so a quick reply is not held back.
+_POLL_FIRST_S, _POLL_MAX_S = 0.1, 1.0
+
 
 async def cmd_serve(ctx: Context, args: argparse.Namespace) -> int:
     loaded = ctx.loaded
-    console.print(f"voicecall gateway: provider={loaded.config.provider} "
-                  f"webhook={loaded.config.serve.bind}:{loaded.config.serve.port}"
-                  f"{loaded.config.serve.path} control={loaded.config.control.bind}:"
-                  f"{loaded.config.control.port}")
+    console.print(Text(f"voicecall gateway: provider={loaded.config.provider} "
+                       f"webhook={loaded.config.serve.bind}:{loaded.config.serve.port}"
+                       f"{loaded.config.serve.path} control={loaded.config.control.bind}:"
+                       f"{loaded.config.control.port}"))
     await run_gateway(loaded, ctx.home)
     return 0
 
@@ -47,8 +52,24 @@ async def standalone(ctx: Context) -> AsyncIterator[CallManager]:
         await close_runtime(rt)
 
 
+def require_local_carrier(ctx: Context) -> None:
+    """Placing a call without a gateway only works for the in-process mock carrier.
+
+    A real carrier sends its webhooks to the gateway's listener, and the CLI never
+    binds a second one.
+    """
+    if ctx.loaded.config.provider != "mock":
+        raise UsageError("no gateway is running: start it with `voicecall serve` so carrier "
+                         "webhooks have somewhere to arrive")
+
+
 async def rpc_or_local(ctx: Context, method: str, params: dict[str, Any], local: LocalOp,
                        timeout_s: float = 30.0) -> Any:
+    """``method`` on the running gateway; ``local`` in-process only if none answers.
+
+    Only a transport-level failure (nothing listening) falls back: auth, request and
+    timeout errors propagate, so a call is never placed twice or by the wrong process.
+    """
     client = GatewayClient.discover(ctx.loaded.config, ctx.home)
     try:
         return await client.call(method, params, timeout_s)
@@ -64,71 +85,72 @@ def _show(ctx: Context, result: Any, title: str) -> None:
     elif isinstance(result, dict):
         console.print(kv_table(title, result))
     else:
-        console.print(result)
+        console.print(Text(str(result)))
 
 
 def _op_timeout(ctx: Context) -> float:
     return max(30.0, ctx.loaded.config.ring_timeout_ms / 1000 + 10)
 
 
+async def run_standalone_call(ctx: Context, to: str | None, message: str | None,
+                              mode: Any, dtmf_sequence: str | None, *, echo: bool) -> Call:
+    """Place a call in-process and stay up until it ends (this process is the runtime).
+
+    With ``echo`` every event record is printed as it lands. Returns the final call.
+    """
+    require_local_carrier(ctx)
+    async with standalone(ctx) as manager:
+        ended: set[str] = set()
+        changed = asyncio.Event()
+
+        def on_record(rec: dict[str, Any]) -> None:
+            if echo:
+                print_record(rec)
+            if rec.get("type") == "call.state" and rec.get("reason"):
+                ended.add(str(rec.get("callId")))
+                changed.set()
+
+        manager.subscribe(on_record)
+        call = await manager.initiate(to, message, mode, dtmf_sequence)
+        limit = ctx.loaded.config.max_duration_seconds + 30
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                while call.call_id not in ended:
+                    changed.clear()
+                    await changed.wait()
+        return manager.get(call.call_id) or call
+
+
 async def cmd_call(ctx: Context, args: argparse.Namespace) -> int:
     params = {"to": args.to, "message": args.message, "mode": args.mode,
               "dtmfSequence": args.dtmf_sequence}
     params = {k: v for k, v in params.items() if v is not None}
+    method = "voicecall.start" if args.command == "start" else "voicecall.initiate"
     client = GatewayClient.discover(ctx.loaded.config, ctx.home)
     try:
-        result = await client.call("voicecall.initiate", params, _op_timeout(ctx))
+        result = await client.call(method, params, _op_timeout(ctx))
+    except GatewayUnavailableError:
+        result = None
+    if result is not None:
         _show(ctx, result, "Call placed")
         return 0
-    except GatewayUnavailableError:
-        pass
-    if ctx.loaded.config.provider != "mock":
-        raise UsageError("no gateway is running: start it with `voicecall serve` so carrier "
-                         "webhooks have somewhere to arrive")
-    # Standalone: this process is the runtime, so it stays up until the call ends.
-    async with standalone(ctx) as manager:
-        done = asyncio.Event()
-
-        def on_record(rec: dict[str, Any]) -> None:
-            if not ctx.json:
-                _print_record(rec)
-            if rec.get("type") == "call.state" and rec.get("reason"):
-                done.set()
-
-        manager.subscribe(on_record)
-        call = await manager.initiate(args.to, args.message, args.mode, args.dtmf_sequence)
-        limit = ctx.loaded.config.max_duration_seconds + 30
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), limit)
-        final = manager.get(call.call_id) or call
-        if ctx.json:
-            emit_json({"callId": call.call_id, "initiated": True, "standalone": True,
-                       "call": call_json(final)})
+    final = await run_standalone_call(ctx, args.to, args.message, args.mode,
+                                      args.dtmf_sequence, echo=not ctx.json)
+    if ctx.json:
+        emit_json({"callId": final.call_id, "initiated": True, "standalone": True,
+                   "call": call_json(final)})
+    else:
+        console.print(kv_table("Call (standalone: no gateway running)", {
+            "callId": final.call_id, "state": final.state.value,
+            "endReason": final.end_reason.value if final.end_reason else None}))
     return 0
-
-
-def _print_record(rec: dict[str, Any]) -> None:
-    kind = rec.get("type")
-    stamp = time.strftime("%H:%M:%S", time.localtime(float(rec.get("ts", 0))))
-    if kind == "transcript":
-        who = "bot   " if rec.get("speaker") == "bot" else "caller"
-        console.print(f"{stamp}  [bold]{who}[/]  {rec.get('text')}", markup=True)
-    elif kind == "call.state":
-        reason = rec.get("reason")
-        extra = f" ({reason})" if reason and reason != rec.get("state") else ""
-        console.print(f"{stamp}  [dim]state  {rec.get('state')}{extra}[/]", markup=True)
-    elif kind == "turn":
-        console.print(f"{stamp}  [dim]turn {rec.get('turn')}: "
-                      f"{rec.get('latencyMs')} ms to reply[/]", markup=True)
-    elif kind == "dtmf":
-        console.print(f"{stamp}  [dim]dtmf {rec.get('direction')} {rec.get('digits')}[/]",
-                      markup=True)
 
 
 async def cmd_continue(ctx: Context, args: argparse.Namespace) -> int:
     cfg = ctx.loaded.config
     client = GatewayClient.discover(cfg, ctx.home)
     params = {"callId": args.call_id, "message": args.message}
+    blocking_timeout_s = cfg.transcript_timeout_ms / 1000 + 40
     try:
         op = await client.call("voicecall.continue.start", params)
     except GatewayUnavailableError:
@@ -136,7 +158,14 @@ async def cmd_continue(ctx: Context, args: argparse.Namespace) -> int:
             transcript = await manager.continue_call(args.call_id, args.message)
         _show(ctx, {"success": True, "transcript": transcript}, "Reply")
         return 0
+    except RpcError as exc:
+        if exc.code != RpcError.METHOD_NOT_FOUND:
+            raise
+        # An older gateway without the start/poll pair: the blocking form.
+        _show(ctx, await client.call("voicecall.continue", params, blocking_timeout_s), "Reply")
+        return 0
     deadline = time.monotonic() + op["pollTimeoutMs"] / 1000
+    pause = _POLL_FIRST_S
     while time.monotonic() < deadline:
         res = await client.call("voicecall.continue.result", {"operationId": op["operationId"]})
         if res["status"] == "completed":
@@ -144,7 +173,8 @@ async def cmd_continue(ctx: Context, args: argparse.Namespace) -> int:
             return 0
         if res["status"] == "failed":
             raise RpcError(RpcError.CONFLICT, res.get("error") or "continue failed")
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(pause)
+        pause = min(_POLL_MAX_S, pause * 2)
     raise RpcError(RpcError.UNAVAILABLE, "timed out waiting for the continue result")
 
 
@@ -195,7 +225,7 @@ async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
         call = result["call"]
         console.print(calls_table([call], "Call"))
         for t in call.get("transcript", []):
-            console.print(f"  {t['speaker']:>4}: {t['text']}")
+            console.print(Text(f"  {t['speaker']:>4}: {t['text']}"))
     else:
         console.print(calls_table(result.get("calls", []),
                                   "Recent calls" if args.all else "Active calls"))

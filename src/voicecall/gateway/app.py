@@ -27,7 +27,7 @@ def _client_ip(request: Request) -> str:
 def webhook_app(runtime: Runtime) -> Starlette:
     """Carrier webhooks on ``serve.path`` (exact match; trailing slash tolerated)."""
     cfg = runtime.config
-    path = cfg.serve.path.rstrip("/") or "/"
+    path = cfg.webhook_path  # normalised: leading slash, no trailing slash
     in_flight = InFlight()
 
     async def webhook(request: Request) -> Response:

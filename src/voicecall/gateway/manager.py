@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicecall.agent import ResponseRequest, SessionMemory, Turn
+from voicecall.agent import ResponseRequest, SessionMemory
 from voicecall.agent.base import Responder
 from voicecall.calls import (
     Call,
@@ -290,7 +290,10 @@ class CallManager:
                     "call.error", call_id=call_id, timestamp=self.clock(), error=str(exc)))
             self._finalize_live(failed)
             raise
-        async with self._live[call_id].lock:
+        # Known before the first await: the carrier may report on the call right away.
+        self._by_provider[pid] = call_id
+        live = self._live.get(call_id)  # None if it already ended (an event during the dial)
+        async with live.lock if live is not None else contextlib.nullcontext():
             call = await self._persist(self._calls[call_id].replace(provider_call_id=pid), [])
         log.info("call.initiated", extra={"call_id": call_id, "mode": call_mode})
         return call
@@ -309,6 +312,11 @@ class CallManager:
             if call_id is None and event.provider_call_id and event.direction:
                 await self._register_untracked(event)
                 return
+            known = self._calls.get(call_id) if call_id else None
+            if known is not None and known.metadata.get("rejectionReason") \
+                    and (known.provider_call_id or "") not in self._rejected:
+                await self._hangup_rejected(known, event)  # an earlier hangup failed
+                return
             log.info("event.unknown_or_ended_call", extra={"event_type": event.type})
             if call_id and event.dedupe_key:
                 self.store.mark_processed(event.dedupe_key, call_id)
@@ -322,17 +330,22 @@ class CallManager:
             if call_id not in self._live:
                 return
             call = self._calls[call_id]
-            if event.dedupe_key and not self.store.mark_processed(event.dedupe_key, call_id):
+            # Checked again under the lock: a concurrent delivery of this event may have won.
+            if event.dedupe_key and self.store.is_processed(event.dedupe_key):
                 return
-            if event.provider_call_id and call.provider_call_id != event.provider_call_id \
-                    and call.provider_call_id is None:
+            if event.provider_call_id and call.provider_call_id is None:
                 call = await self._persist(call.replace(provider_call_id=event.provider_call_id),
                                            [])
             try:
                 call, effects = await self._apply(call, event)
             except CallStateError as exc:
                 log.info("event.out_of_order", extra={"call_id": call_id, "why": str(exc)})
-                return
+                effects = []
+            # Committed only once the event's effect is durable: a failed write stays
+            # retryable instead of turning the carrier's retry into a "replay". A
+            # retryable carrier error is kept replayable too (it changed nothing).
+            if event.dedupe_key and not (event.type == "call.error" and event.retryable):
+                self.store.mark_processed(event.dedupe_key, call_id)
         await self._run_effects(call, effects, event)
 
     async def _register_untracked(self, event: CallEvent) -> None:
@@ -352,21 +365,29 @@ class CallManager:
                                         to_number, eff.agent_id or "main"),
             number_route_key=route_key, mode="conversation",
         )
-        if direction == "inbound":
-            allowed, why = self._inbound_allowed(from_number)
-            if not allowed:
-                await self._reject_inbound(call, event, why)
-                return
-            if len(self.active_calls()) + self._reserved >= cfg.max_concurrent_calls:
-                await self._reject_inbound(call, event, "capacity")
-                return
-            greeting = eff.inbound_greeting or DEFAULT_GREETING
-            call = call.with_metadata(initialMessage=greeting, numberRouteKey=route_key)
-        self._live[call_id] = _Live()
-        async with self._live[call_id].lock:
-            if event.dedupe_key:
-                self.store.mark_processed(event.dedupe_key, call_id)
-            await self._persist(call, self._diff_events(None, call))
+        # Claimed before the first await, so a concurrent duplicate delivery finds this call.
+        self._by_provider[pid] = call_id
+        try:
+            if direction == "inbound":
+                allowed, why = self._inbound_allowed(from_number)
+                if not allowed:
+                    await self._reject_inbound(call, event, why)
+                    return
+                if len(self.active_calls()) + self._reserved >= cfg.max_concurrent_calls:
+                    await self._reject_inbound(call, event, "capacity")
+                    return
+                greeting = eff.inbound_greeting or DEFAULT_GREETING
+                call = call.with_metadata(initialMessage=greeting, numberRouteKey=route_key)
+            live = self._live[call_id] = _Live()
+            async with live.lock:
+                await self._persist(call, self._diff_events(None, call))
+                if event.dedupe_key:
+                    self.store.mark_processed(event.dedupe_key, call_id)
+        except BaseException:
+            self._live.pop(call_id, None)
+            if call_id not in self._calls and self._by_provider.get(pid) == call_id:
+                del self._by_provider[pid]  # nothing durable: let a retry register afresh
+            raise
         log.info("call.registered", extra={"call_id": call_id, "direction": direction})
 
     def _inbound_allowed(self, from_number: str) -> tuple[bool, str]:
@@ -386,19 +407,26 @@ class CallManager:
         now = self.clock()
         rejected = call.replace(state=CallState.HANGUP_BOT, end_reason=CallState.HANGUP_BOT,
                                 ended_at=now).with_metadata(rejectionReason=reason)
-        if event.dedupe_key:
-            self.store.mark_processed(event.dedupe_key, call.call_id)
         await self._persist(rejected, self._diff_events(None, rejected))
-        pid = call.provider_call_id or ""
-        if pid in self._rejected:
-            return
-        self._rejected.add(pid)
-        try:
-            await self.carrier.hangup(rejected)
-        except VoicecallError:
-            self._rejected.discard(pid)  # let a retried webhook try the hangup again
-            raise
         log.info("call.inbound_rejected", extra={"call_id": call.call_id, "why": reason})
+        await self._hangup_rejected(rejected, event)
+
+    async def _hangup_rejected(self, rejected: Call, event: CallEvent) -> None:
+        """Hang up a rejected inbound call, once per carrier id.
+
+        If the hangup fails, the event's dedupe key stays uncommitted, so the
+        carrier's retry of the webhook tries the hangup again.
+        """
+        pid = rejected.provider_call_id or ""
+        if pid not in self._rejected:
+            self._rejected.add(pid)
+            try:
+                await self.carrier.hangup(rejected)
+            except VoicecallError:
+                self._rejected.discard(pid)
+                raise
+        if event.dedupe_key:
+            self.store.mark_processed(event.dedupe_key, rejected.call_id)
 
     async def _run_effects(self, call: Call, effects: list[Effect], event: CallEvent) -> None:
         for eff in effects:
@@ -614,12 +642,12 @@ class CallManager:
                 await self._say(call.call_id, message)
             listen_start = self.clock()
             await self._listen(call.call_id, token)
-            limit = (timeout_ms or self.config.transcript_timeout_ms) / 1000
+            limit_ms = timeout_ms or self.config.transcript_timeout_ms
             try:
-                transcript = await asyncio.wait_for(waiter.future, limit)
+                transcript = await asyncio.wait_for(waiter.future, limit_ms / 1000)
             except TimeoutError:
                 raise CallStateError(
-                    f"Timed out waiting for transcript after {int(limit * 1000)}ms") from None
+                    f"Timed out waiting for transcript after {limit_ms}ms") from None
         finally:
             if live.waiter is waiter:
                 live.waiter = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,6 +28,7 @@ from voicecall.errors import (
 )
 from voicecall.gateway.manager import CallManager
 
+log = logging.getLogger("voicecall.rpc")
 Params = Mapping[str, Any]
 Handler = Callable[["RpcContext", Params], Awaitable[Any]]
 OPERATION_TTL_S = 300.0
@@ -109,7 +111,13 @@ async def _continue_start(ctx: RpcContext, p: Params) -> Any:
     op_id = secrets.token_urlsafe(12)
     op = _Operation(asyncio.get_running_loop().create_task(
         manager.continue_call(call_id, message)))
-    op.task.add_done_callback(lambda _t: setattr(op, "finished_at", time.monotonic()))
+
+    def finished(task: asyncio.Task[str]) -> None:
+        op.finished_at = time.monotonic()
+        if not task.cancelled():
+            task.exception()  # retrieved: continue.result reports it, asyncio need not
+
+    op.task.add_done_callback(finished)
     ctx.operations[op_id] = op
     return {"operationId": op_id, "status": "pending", "pollTimeoutMs": _poll_timeout_ms(ctx)}
 
@@ -129,6 +137,8 @@ async def _continue_result(ctx: RpcContext, p: Params) -> Any:
     base = {"pollTimeoutMs": _poll_timeout_ms(ctx)}
     if not op.task.done():
         return {"status": "pending", **base}
+    if op.task.cancelled():
+        return {"status": "failed", "error": "cancelled", **base}
     exc = op.task.exception()
     if exc is not None:
         return {"status": "failed", "error": str(exc), **base}
@@ -164,7 +174,7 @@ async def _list(ctx: RpcContext, p: Params) -> Any:
     manager = ctx.require()
     if p.get("all"):
         limit = p.get("limit", 50)
-        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise RpcError(RpcError.INVALID_PARAMS, "limit must be an integer 1..1000")
         calls = manager.store.list(limit=limit)
     else:
@@ -231,17 +241,25 @@ async def _one(ctx: RpcContext, req: Any) -> dict[str, Any] | None:
         return _err(req.get("id") if isinstance(req, dict) else None,
                     RpcError.INVALID_REQUEST, "Invalid Request")
     req_id = req.get("id")
+    # A notification never gets a reply, not even an error (JSON-RPC 2.0, section 4.1).
     is_notification = "id" not in req
-    params = req.get("params", {})
+    reply = await _run(ctx, req_id, req["method"], req.get("params", {}))
+    return None if is_notification else reply
+
+
+async def _run(ctx: RpcContext, req_id: Any, method: str, params: Any) -> dict[str, Any]:
     if not isinstance(params, dict):
         return _err(req_id, RpcError.INVALID_PARAMS, "params must be an object")
-    handler = METHODS.get(req["method"])
+    handler = METHODS.get(method)
     if handler is None:
-        return _err(req_id, RpcError.METHOD_NOT_FOUND, f"unknown method: {req['method']}")
+        return _err(req_id, RpcError.METHOD_NOT_FOUND, f"unknown method: {method}")
     try:
         result = await handler(ctx, params)
     except RpcError as exc:
-        return None if is_notification else _err(req_id, exc.code, str(exc), exc.data)
+        return _err(req_id, exc.code, str(exc), exc.data)
     except VoicecallError as exc:
-        return None if is_notification else _err(req_id, _error_code(exc), str(exc))
-    return None if is_notification else {"jsonrpc": "2.0", "id": req_id, "result": result}
+        return _err(req_id, _error_code(exc), str(exc))
+    except Exception:
+        log.exception("rpc.internal_error", extra={"method": method})
+        return _err(req_id, RpcError.INTERNAL_ERROR, "Internal error")
+    return {"jsonrpc": "2.0", "id": req_id, "result": result}

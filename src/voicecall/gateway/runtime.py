@@ -91,8 +91,12 @@ async def open_runtime(loaded: LoadedConfig, home: Path, *, carrier: Carrier | N
     if error is not None or carrier is None:
         log.warning("Runtime not started; %s", error)
         return Runtime(loaded, home, store, None, error)
-    manager = CallManager(cfg, carrier, store, responder or build_responder(cfg))
-    await manager.start()
+    try:
+        manager = CallManager(cfg, carrier, store, responder or build_responder(cfg))
+        await manager.start()
+    except BaseException:
+        store.close()
+        raise
     return Runtime(loaded, home, store, manager, None)
 
 

@@ -37,7 +37,10 @@ class _Server(uvicorn.Server):
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on accepted sockets that
+    # say they are TCP. Without it, Nagle + delayed ACK add ~40 ms to every response
+    # on a kept-alive connection (headers and body go out as two writes).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -91,8 +94,18 @@ async def run_gateway(loaded: LoadedConfig, home: Path, *, stop: asyncio.Event |
                       ready: asyncio.Future[Gateway] | None = None,
                       install_signals: bool = True) -> None:
     """Serve until ``stop`` is set (or SIGINT/SIGTERM), then shut down in order."""
+    try:
+        await _serve(loaded, home, stop or asyncio.Event(), ready, install_signals)
+    except Exception as exc:
+        # Whoever waits for ``ready`` hears about a failed start at once.
+        if ready is not None and not ready.done():
+            ready.set_exception(exc)
+        raise
+
+
+async def _serve(loaded: LoadedConfig, home: Path, stop: asyncio.Event,
+                 ready: asyncio.Future[Gateway] | None, install_signals: bool) -> None:
     cfg = loaded.config
-    stop = stop or asyncio.Event()
     if not _is_loopback(cfg.control.bind):
         log.warning("SECURITY WARNING: control listener bound to non-loopback %s",
                     cfg.control.bind)
@@ -103,7 +116,12 @@ async def run_gateway(loaded: LoadedConfig, home: Path, *, stop: asyncio.Event |
     except ConfigError:
         webhook_sock.close()
         raise
-    runtime = await open_runtime(loaded, home)
+    try:
+        runtime = await open_runtime(loaded, home)
+    except BaseException:
+        webhook_sock.close()
+        control_sock.close()
+        raise
     ctx = RpcContext(runtime.manager, runtime.setup_error)
     hook = _uvicorn(webhook_app(runtime))
     ctrl = _uvicorn(control_app(ctx, token))
@@ -120,7 +138,7 @@ async def run_gateway(loaded: LoadedConfig, home: Path, *, stop: asyncio.Event |
             await asyncio.sleep(0.01)
         whost, wport = webhook_sock.getsockname()[:2]
         chost, cport = control_sock.getsockname()[:2]
-        webhook_url = f"http://{_fmt(whost)}:{wport}{cfg.serve.path}"
+        webhook_url = f"http://{_fmt(whost)}:{wport}{cfg.webhook_path}"
         control_url = f"http://{_fmt(chost)}:{cport}/rpc"
         _write_gateway_file(home, webhook_url, control_url)
         log.info("gateway.listening", extra={"webhook": webhook_url, "control": control_url})
@@ -131,16 +149,18 @@ async def run_gateway(loaded: LoadedConfig, home: Path, *, stop: asyncio.Event |
         # Order: stop taking carrier events, settle calls, then close the control API.
         hook.should_exit = True
         await asyncio.gather(hook_task, return_exceptions=True)
-        await close_runtime(runtime)
-        ctrl.should_exit = True
-        await asyncio.gather(ctrl_task, return_exceptions=True)
-        if install_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-        with contextlib.suppress(OSError):
-            info = json.loads(gateway_file(home).read_text())
-            if info.get("pid") == os.getpid():
-                gateway_file(home).unlink()
+        try:
+            await close_runtime(runtime)
+        finally:
+            ctrl.should_exit = True
+            await asyncio.gather(ctrl_task, return_exceptions=True)
+            if install_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+            with contextlib.suppress(OSError, ValueError):
+                info = json.loads(gateway_file(home).read_text())
+                if info.get("pid") == os.getpid():
+                    gateway_file(home).unlink()
 
 
 def _fmt(host: str) -> str:

@@ -20,6 +20,8 @@ def ensure_token(home: Path) -> str:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)  # e.g. copied in with a wider mode: close it again
         return read_token(home) or _rewrite(path)
     token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as fh:

@@ -1,0 +1,1 @@
+"""Audio: telephony codecs, framing, pacing and the playback queue."""

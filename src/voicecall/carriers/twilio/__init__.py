@@ -1,0 +1,111 @@
+"""Twilio carrier. The modules here are the pure protocol cores:
+
+* ``signature`` -- ``X-Twilio-Signature`` compute/verify, replay keys;
+* ``webhook``   -- form bodies -> ``CallEvent``s, status mapping;
+* ``twiml``     -- every TwiML document the gateway sends;
+* ``media``     -- the Media Streams frame codec.
+
+The I/O shell (REST client, carrier class) builds on them.
+"""
+
+from voicecall.carriers.twilio.media import (
+    Clear,
+    ClientFrame,
+    Connected,
+    Dtmf,
+    Frame,
+    Mark,
+    Media,
+    OutboundMedia,
+    Start,
+    Stop,
+    Unknown,
+    encode_clear,
+    encode_connected,
+    encode_dtmf,
+    encode_inbound_media,
+    encode_mark,
+    encode_mark_echo,
+    encode_media,
+    encode_start,
+    encode_stop,
+    parse_client_frame,
+    parse_frame,
+)
+from voicecall.carriers.twilio.signature import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    compute_signature,
+    request_key,
+    signature_algorithm,
+    verify_signature,
+)
+from voicecall.carriers.twilio.twiml import (
+    INLINE_TWIML_LIMIT,
+    connect_stream,
+    empty,
+    fits_inline,
+    gather,
+    hold_queue,
+    normalize_play_digits,
+    pause,
+    play_digits_then_redirect,
+    polly_voice,
+    reject,
+    say_then_gather,
+    say_then_hangup,
+)
+from voicecall.carriers.twilio.webhook import (
+    STATUS_TO_STATE,
+    parse_events,
+    parse_form,
+    remote_status,
+)
+
+__all__ = [
+    "INLINE_TWIML_LIMIT",
+    "SIGNATURE_HEADER",
+    "SIGNATURE_SETTINGS_HEADER",
+    "STATUS_TO_STATE",
+    "Clear",
+    "ClientFrame",
+    "Connected",
+    "Dtmf",
+    "Frame",
+    "Mark",
+    "Media",
+    "OutboundMedia",
+    "Start",
+    "Stop",
+    "Unknown",
+    "compute_signature",
+    "connect_stream",
+    "empty",
+    "encode_clear",
+    "encode_connected",
+    "encode_dtmf",
+    "encode_inbound_media",
+    "encode_mark",
+    "encode_mark_echo",
+    "encode_media",
+    "encode_start",
+    "encode_stop",
+    "fits_inline",
+    "gather",
+    "hold_queue",
+    "normalize_play_digits",
+    "parse_client_frame",
+    "parse_events",
+    "parse_form",
+    "parse_frame",
+    "pause",
+    "play_digits_then_redirect",
+    "polly_voice",
+    "reject",
+    "remote_status",
+    "request_key",
+    "say_then_gather",
+    "say_then_hangup",
+    "signature_algorithm",
+    "verify_signature",
+]

@@ -1,0 +1,1 @@
+"""Speech: streaming STT, TTS and realtime voice providers behind small Protocols."""

@@ -1,0 +1,230 @@
+"""A tiny stand-in gateway for testing the fake Twilio over real sockets.
+
+It serves TwiML per path, accepts the media-stream WebSocket, and checks every
+signature with the official SDK's ``RequestValidator`` against the *public* URL,
+exactly as the real gateway must.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from twilio.request_validator import RequestValidator
+
+from voicecall.testing.fake_twilio import CalleeScript, FakeTwilio, Timings
+
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "fake-auth-token-5f1c2e"
+PUBLIC_HOST = "voice.example.com"
+PUBLIC = f"https://{PUBLIC_HOST}"
+STREAM_URL = f"wss://{PUBLIC_HOST}/stream"
+TO = "+14155550100"
+FROM = "+15005550006"
+
+validator = RequestValidator(AUTH_TOKEN)
+
+
+@dataclass
+class Hit:
+    """One webhook the stand-in gateway received."""
+
+    method: str
+    path: str
+    public_url: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    signature: str | None
+    valid: bool
+
+
+@dataclass
+class WsSession:
+    """One media-stream connection, with the frames Twilio (the fake) sent."""
+
+    ws: WebSocket
+    headers: dict[str, str]
+    valid: bool
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def recv(self) -> dict[str, Any]:
+        frame: dict[str, Any] = json.loads(await self.ws.receive_text())
+        self.frames.append(frame)
+        return frame
+
+    async def recv_event(self, event: str, timeout: float = 5.0) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv()
+                if frame["event"] == event:
+                    return frame
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send_text(json.dumps(frame))
+
+    def events(self) -> list[str]:
+        return [f["event"] for f in self.frames]
+
+
+TwimlRoute = Callable[[Hit], str | Response]
+WsHandler = Callable[[WsSession], Awaitable[None]]
+
+
+async def drain(session: WsSession) -> None:
+    """Default stream handler: read (and record) until the fake closes."""
+    while True:
+        await session.recv()
+
+
+class MiniGateway:
+    def __init__(self) -> None:
+        self.routes: dict[str, TwimlRoute] = {}
+        self.hits: list[Hit] = []
+        self.sessions: list[WsSession] = []
+        self.ws_handler: WsHandler = drain
+        self.ws_reject: int | None = None
+        self.app = Starlette(routes=[
+            WebSocketRoute("/stream", self._ws),
+            Route("/{path:path}", self._http, methods=["GET", "POST"]),
+        ])
+        self.port = 0
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def twiml(self, path: str, route: str | TwimlRoute) -> None:
+        self.routes[path] = route if callable(route) else (lambda _hit, doc=route: doc)
+
+    def hits_for(self, path: str) -> list[Hit]:
+        return [h for h in self.hits if h.path == path]
+
+    async def _http(self, request: Request) -> Response:
+        body = (await request.body()).decode()
+        query = request.url.query
+        public_url = f"{PUBLIC}{request.url.path}" + (f"?{query}" if query else "")
+        params = dict(parse_qsl(body, keep_blank_values=True)) if request.method == "POST" else {}
+        signature = request.headers.get("x-twilio-signature")
+        valid = signature is not None and validator.validate(public_url, params, signature)
+        hit = Hit(request.method, request.url.path, public_url, params,
+                  dict(request.headers), signature, valid)
+        self.hits.append(hit)
+        route = self.routes.get(request.url.path)
+        if route is None:
+            return Response("<Response/>", media_type="text/xml")
+        result = route(hit)
+        if isinstance(result, Response):
+            return result
+        return Response(result, media_type="text/xml")
+
+    async def _ws(self, ws: WebSocket) -> None:
+        signature = ws.headers.get("x-twilio-signature", "")
+        valid = validator.validate(STREAM_URL, {}, signature)
+        if self.ws_reject is not None:
+            await ws.close(code=1008)  # before accept: the upgrade is refused (HTTP 403)
+            return
+        await ws.accept()
+        session = WsSession(ws, dict(ws.headers), valid)
+        self.sessions.append(session)
+        try:
+            await self.ws_handler(session)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            session.closed.set()
+
+    async def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False,
+                                lifespan="off", ws="websockets-sansio",
+                                timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        assert self._server is not None and self._task is not None
+        self._server.should_exit = True
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def twiml(*verbs: str) -> str:
+    return '<?xml version="1.0" encoding="UTF-8"?><Response>' + "".join(verbs) + "</Response>"
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[MiniGateway]:
+    gw = MiniGateway()
+    await gw.start()
+    try:
+        yield gw
+    finally:
+        await gw.stop()
+
+
+FakeFactory = Callable[..., Awaitable[FakeTwilio]]
+
+
+@pytest.fixture
+async def make_fake(gateway: MiniGateway) -> AsyncIterator[FakeFactory]:
+    """Start a FakeTwilio routed to the stand-in gateway (public host -> loopback)."""
+    fakes: list[FakeTwilio] = []
+
+    async def factory(callee: CalleeScript | None = None, **kwargs: Any) -> FakeTwilio:
+        kwargs.setdefault("timings", Timings())
+        fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN, callee=callee,
+                          public_to_local={PUBLIC_HOST: f"127.0.0.1:{gateway.port}"}, **kwargs)
+        await fake.start()
+        fakes.append(fake)
+        return fake
+
+    try:
+        yield factory
+    finally:
+        for fake in fakes:
+            await fake.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def fake(make_fake: FakeFactory) -> FakeTwilio:
+    return await make_fake()
+
+
+@pytest.fixture
+async def rest(fake: FakeTwilio) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=fake.api_base + f"/Accounts/{ACCOUNT_SID}",
+                                 auth=(ACCOUNT_SID, AUTH_TOKEN), trust_env=False) as client:
+        yield client
+
+
+async def create_call(rest: httpx.AsyncClient, **params: str | list[str]) -> dict[str, Any]:
+    data: dict[str, str | list[str]] = {
+        "To": TO, "From": FROM, "StatusCallback": f"{PUBLIC}/status?callId=c1&type=status",
+        "StatusCallbackEvent": ["initiated", "ringing", "answered", "completed"],
+    }
+    data.update(params)
+    response = await rest.post("/Calls.json", data=data)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def client_for(fake: FakeTwilio) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=fake.api_base + f"/Accounts/{ACCOUNT_SID}",
+                             auth=(ACCOUNT_SID, AUTH_TOKEN), trust_env=False)

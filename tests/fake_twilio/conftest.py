@@ -8,9 +8,10 @@ exactly as the real gateway must.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -53,23 +54,21 @@ class Hit:
 
 @dataclass
 class WsSession:
-    """One media-stream connection, with the frames Twilio (the fake) sent."""
+    """One media-stream connection; ``drain`` records frames, tests read them from a queue."""
 
     ws: WebSocket
     headers: dict[str, str]
     valid: bool
     frames: list[dict[str, Any]] = field(default_factory=list)
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def recv(self) -> dict[str, Any]:
-        frame: dict[str, Any] = json.loads(await self.ws.receive_text())
-        self.frames.append(frame)
-        return frame
+    close_code: int | None = None  # as the gateway saw it; 1006 = connection lost
 
     async def recv_event(self, event: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The next frame of type ``event`` (earlier frames of other types are skipped)."""
         async with asyncio.timeout(timeout):
             while True:
-                frame = await self.recv()
+                frame = await self.queue.get()
                 if frame["event"] == event:
                     return frame
 
@@ -79,15 +78,46 @@ class WsSession:
     def events(self) -> list[str]:
         return [f["event"] for f in self.frames]
 
+    def of(self, event: str) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f["event"] == event]
+
 
 TwimlRoute = Callable[[Hit], str | Response]
 WsHandler = Callable[[WsSession], Awaitable[None]]
 
 
 async def drain(session: WsSession) -> None:
-    """Default stream handler: read (and record) until the fake closes."""
+    """Default stream handler: record every frame until the fake closes the socket."""
     while True:
-        await session.recv()
+        frame: dict[str, Any] = json.loads(await session.ws.receive_text())
+        session.frames.append(frame)
+        session.queue.put_nowait(frame)
+
+
+class _QuickServer(uvicorn.Server):
+    """uvicorn minus signal capture and its 100 ms shutdown polling (keeps tests fast)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.stopped = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def main_loop(self) -> None:
+        await self.stopped.wait()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        async with asyncio.timeout(2):
+            while self.server_state.connections:
+                await asyncio.sleep(0.005)
+        for server in self.servers:
+            await server.wait_closed()
 
 
 class MiniGateway:
@@ -96,13 +126,13 @@ class MiniGateway:
         self.hits: list[Hit] = []
         self.sessions: list[WsSession] = []
         self.ws_handler: WsHandler = drain
-        self.ws_reject: int | None = None
+        self.refuse_streams = False
         self.app = Starlette(routes=[
             WebSocketRoute("/stream", self._ws),
             Route("/{path:path}", self._http, methods=["GET", "POST"]),
         ])
         self.port = 0
-        self._server: uvicorn.Server | None = None
+        self._server: _QuickServer | None = None
         self._task: asyncio.Task[None] | None = None
 
     def twiml(self, path: str, route: str | TwimlRoute) -> None:
@@ -132,28 +162,29 @@ class MiniGateway:
     async def _ws(self, ws: WebSocket) -> None:
         signature = ws.headers.get("x-twilio-signature", "")
         valid = validator.validate(STREAM_URL, {}, signature)
-        if self.ws_reject is not None:
-            await ws.close(code=1008)  # before accept: the upgrade is refused (HTTP 403)
+        if self.refuse_streams:
+            await ws.close(code=1008)  # before accept: uvicorn refuses the upgrade (HTTP 403)
             return
         await ws.accept()
         session = WsSession(ws, dict(ws.headers), valid)
         self.sessions.append(session)
         try:
             await self.ws_handler(session)
-        except WebSocketDisconnect:
-            pass
+        except WebSocketDisconnect as exc:
+            session.close_code = exc.code
         finally:
             session.closed.set()
 
     async def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP: asyncio then sets TCP_NODELAY (else ~40 ms per kept-alive request).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, log_level="warning", access_log=False,
                                 lifespan="off", ws="websockets-sansio",
                                 timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
+        self._server = _QuickServer(config)
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             await asyncio.sleep(0.005)
@@ -161,6 +192,7 @@ class MiniGateway:
     async def stop(self) -> None:
         assert self._server is not None and self._task is not None
         self._server.should_exit = True
+        self._server.stopped.set()
         await asyncio.gather(self._task, return_exceptions=True)
 
 

@@ -1,19 +1,21 @@
 """What the runtime needs from a carrier's I/O shell.
 
 Each carrier module (``mock``, ``twilio``, ...) exposes a ``Carrier`` class with
-this shape. Parsing and signatures live in the same module as pure functions;
-the class only moves bytes and reports normalised ``CallEvent``s to the sink.
+this shape. Parsing and signatures live beside it as pure functions; the class
+only moves bytes and reports normalised ``CallEvent``s to its host (the call
+manager).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from voicecall.calls.model import Call, CallEvent, Mode
 
-EventSink = Callable[[CallEvent], Awaitable[None]]
+if TYPE_CHECKING:
+    from voicecall.gateway.security import RequestView
+
 RemoteStatus = Literal["active", "terminal", "not-found", "unknown"]
 
 
@@ -28,17 +30,49 @@ class DialRequest:
     ring_timeout_ms: int = 30000
 
 
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    reason: str = ""
+    request_key: str | None = None   # identifies the request for replay protection
+
+
+@dataclass(frozen=True)
+class WebhookReply:
+    status: int = 200
+    body: str = ""
+    content_type: str = "text/plain"
+
+
+class CarrierHost(Protocol):
+    """The side of the call manager a carrier talks to."""
+
+    async def handle_event(self, event: CallEvent) -> None: ...
+
+    def get(self, call_id: str) -> Call | None: ...
+
+    def barge_in_allowed(self, call_id: str) -> bool: ...
+
+
 class Carrier(Protocol):
     name: str
+    survives_restart: bool   # its calls outlive our process (real carriers)
+    notify_inline: bool      # notify calls carry their message in the dial request
 
-    async def start(self, sink: EventSink) -> None:
-        """Begin delivering events for calls to ``sink``."""
+    async def start(self, host: CarrierHost) -> None:
+        """Begin delivering events for calls to ``host``."""
 
     async def dial(self, req: DialRequest) -> str:
         """Place an outbound call; returns the carrier's call id."""
 
-    async def speak(self, call: Call, text: str) -> None:
-        """Play ``text`` to the callee; returns once it has been heard (or raises)."""
+    async def media_ready(self, call: Call) -> None:
+        """Return when the call can be spoken to (e.g. its media stream and STT are up)."""
+
+    async def speak(self, call: Call, text: str, *, listen_token: str | None = None) -> None:
+        """Play ``text``; with ``listen_token``, open a caller turn right after it.
+
+        Returns once the speech is delivered (heard, where the carrier can tell).
+        """
 
     async def start_listening(self, call: Call, turn_token: str) -> None:
         """Open a speech turn; the transcript comes back as a ``call.speech`` event."""
@@ -50,3 +84,14 @@ class Carrier(Protocol):
     async def get_status(self, provider_call_id: str) -> RemoteStatus: ...
 
     async def aclose(self) -> None: ...
+
+    # -- webhooks: the gateway runs the security pipeline, the carrier the rest --
+    required_headers: tuple[str, ...]   # rejected before the body is read when missing
+
+    def verify_webhook(self, req: RequestView, body: bytes) -> Verification: ...
+
+    def replay_reply(self) -> WebhookReply:
+        """What a replayed (already processed) request gets: acknowledged, no effects."""
+
+    async def handle_webhook(self, req: RequestView, body: bytes,
+                             request_key: str | None) -> WebhookReply: ...

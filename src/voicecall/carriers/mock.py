@@ -21,8 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from voicecall.calls.model import Call, CallEvent, CallState, Direction
-from voicecall.carriers.base import DialRequest, EventSink, RemoteStatus
+from voicecall.carriers.base import (
+    CarrierHost,
+    DialRequest,
+    RemoteStatus,
+    Verification,
+    WebhookReply,
+)
 from voicecall.errors import CarrierError, ProtocolError
+from voicecall.gateway.security import RequestView
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,9 @@ class Carrier:
     """In-process carrier. ``start`` must be called before dialling."""
 
     name = "mock"
+    survives_restart = False   # the simulated far end lives in this process
+    notify_inline = False
+    required_headers: tuple[str, ...] = ()
 
     def __init__(self, timings: MockTimings | None = None,
                  callee_replies: Sequence[str] = (), *, hangup_after_replies: bool = True,
@@ -69,13 +79,13 @@ class Carrier:
         self.hangup_after_replies = hangup_after_replies
         self.answer = answer
         self.callees: dict[str, SimulatedCallee] = {}
-        self._sink: EventSink | None = None
+        self._host: CarrierHost | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
 
     # -- lifecycle -------------------------------------------------------
-    async def start(self, sink: EventSink) -> None:
-        self._sink = sink
+    async def start(self, host: CarrierHost) -> None:
+        self._host = host
 
     async def aclose(self) -> None:
         tasks = list(self._tasks)
@@ -91,10 +101,10 @@ class Carrier:
         task.add_done_callback(self._tasks.discard)
 
     async def _emit(self, event: CallEvent) -> None:
-        if self._sink is None:
+        if self._host is None:
             raise CarrierError("mock carrier not started")
         try:
-            await self._sink(event)
+            await self._host.handle_event(event)
         except Exception:  # the runtime logs its own failures; keep the simulation going
             log.exception("mock.event_sink_failed", extra={"event_type": event.type})
 
@@ -161,11 +171,16 @@ class Carrier:
             raise CarrierError(f"mock call {call.provider_call_id} is not active")
         return callee
 
-    async def speak(self, call: Call, text: str) -> None:
+    async def media_ready(self, call: Call) -> None:
+        return None  # no media path to wait for
+
+    async def speak(self, call: Call, text: str, *, listen_token: str | None = None) -> None:
         callee = self._live(call)
         t = self.timings
         await asyncio.sleep(min(len(text) * t.speak_ms_per_char, t.speak_max_ms) / 1000)
         callee.heard.append(text)
+        if listen_token is not None:
+            await self.start_listening(call, listen_token)
 
     async def start_listening(self, call: Call, turn_token: str) -> None:
         callee = self._live(call)
@@ -201,6 +216,27 @@ class Carrier:
         if callee is None:
             return "not-found"  # the simulated far end did not survive a restart
         return "terminal" if callee.ended else "active"
+
+
+    # -- webhooks: unsigned JSON events --------------------------------------
+    def verify_webhook(self, req: RequestView, body: bytes) -> Verification:
+        return Verification(True, "mock webhooks are unsigned")
+
+    def replay_reply(self) -> WebhookReply:
+        return WebhookReply(200, '{"ok":true,"replay":true}', "application/json")
+
+    async def handle_webhook(self, req: RequestView, body: bytes,
+                             request_key: str | None) -> WebhookReply:
+        try:
+            events = parse_webhook(body)
+        except ProtocolError as exc:
+            return WebhookReply(400, str(exc))
+        if self._host is None:
+            return WebhookReply(503, "runtime not started")
+        for event in events:
+            await self._host.handle_event(event)
+        return WebhookReply(200, json.dumps({"ok": True, "events": len(events)}),
+                            "application/json")
 
 
 # -- webhook (JSON events, for driving the mock from outside) -------------

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from voicecall.cli.context import Context
-from voicecall.cli.ops import _op_timeout, run_standalone_call
+from voicecall.cli.ops import op_timeout, run_standalone_call
 from voicecall.cli.output import console, emit_json, kv_table
 from voicecall.client import GatewayClient
 from voicecall.config import detect_legacy_keys, doctor_fix, find_config_path, read_document
@@ -78,7 +78,7 @@ async def _smoke_call(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     params = {"to": args.to, "message": args.message, "mode": args.mode}
     client = GatewayClient.discover(ctx.loaded.config, ctx.home)
     try:
-        placed = await client.call("voicecall.start", params, _op_timeout(ctx))
+        placed = await client.call("voicecall.start", params, op_timeout(ctx))
         return {"callId": placed["callId"]}
     except GatewayUnavailableError:
         pass

@@ -88,7 +88,7 @@ def _show(ctx: Context, result: Any, title: str) -> None:
         console.print(Text(str(result)))
 
 
-def _op_timeout(ctx: Context) -> float:
+def op_timeout(ctx: Context) -> float:
     return max(30.0, ctx.loaded.config.ring_timeout_ms / 1000 + 10)
 
 
@@ -128,7 +128,7 @@ async def cmd_call(ctx: Context, args: argparse.Namespace) -> int:
     method = "voicecall.start" if args.command == "start" else "voicecall.initiate"
     client = GatewayClient.discover(ctx.loaded.config, ctx.home)
     try:
-        result = await client.call(method, params, _op_timeout(ctx))
+        result = await client.call(method, params, op_timeout(ctx))
     except GatewayUnavailableError:
         result = None
     if result is not None:

@@ -96,7 +96,7 @@ class CallManager:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        await self.carrier.start(self.handle_event)
+        await self.carrier.start(self)
         await self._restore()
         if self.config.stale_call_reaper_seconds > 0:
             self._spawn_bg(self._reaper_loop())
@@ -491,29 +491,53 @@ class CallManager:
         return reaped
 
     # ------------------------------------------------------------------ speech
+    def barge_in_allowed(self, call_id: str) -> bool:
+        """Caller speech may cut the bot off, except over an outbound greeting that is sounding."""
+        call = self.get(call_id)
+        if call is None or call.terminal:
+            return False
+        live = self._live.get(call.call_id)
+        greeting = bool(call.metadata.get("initialMessage")) and (
+            live is not None and live.initial_in_flight)
+        return not (call.direction == "outbound" and call.mode == "conversation"
+                    and call.state is CallState.SPEAKING and greeting)
+
     async def _on_answered(self, call_id: str) -> None:
         call = self._calls[call_id]
         message = call.metadata.get("initialMessage")
         live = self._live.get(call_id)
-        if live is None or not message or live.initial_in_flight:
-            if call.mode == "conversation" and live is not None and not message:
+        if live is None or live.initial_in_flight:
+            return
+        notify = call.mode == "notify" and call.direction == "outbound"
+        if notify and self.carrier.notify_inline and message:
+            # The message went out with the dial request; record it, nothing to play.
+            async with live.lock:
+                cur, _ = await self._apply(self._calls[call_id], CallEvent(
+                    "call.speaking", call_id=call_id, timestamp=self.clock(), text=str(message)))
+                await self._persist(cur.with_metadata(initialMessage=None), [])
+            return
+        await self.carrier.media_ready(call)
+        if not message:
+            if call.mode == "conversation":
                 await self._listen(call_id)
             return
         live.initial_in_flight = True
         try:
-            ok = await self._say(call_id, str(message), initial=True)
+            ok = await self._say(call_id, str(message), initial=True, listen=not notify)
         finally:
             live.initial_in_flight = False
-        if call.mode == "notify" and call.direction == "outbound":
-            if ok:
-                await asyncio.sleep(self.config.outbound.notify_hangup_delay_sec)
-                with contextlib.suppress(VoicecallError):
-                    await self.end(call_id, reason=CallState.COMPLETED)
-            return
-        await self._listen(call_id)
+        if notify and ok:
+            await asyncio.sleep(self.config.outbound.notify_hangup_delay_sec)
+            with contextlib.suppress(VoicecallError):
+                await self.end(call_id, reason=CallState.COMPLETED)
 
-    async def _say(self, call_id: str, text: str, *, initial: bool = False) -> bool:
-        """Speak ``text``; True when the carrier played it. Failure returns to listening."""
+    async def _say(self, call_id: str, text: str, *, initial: bool = False,
+                   listen: bool = False, token: str | None = None) -> bool:
+        """Speak ``text`` (then open a caller turn when ``listen``).
+
+        True when the carrier delivered it. A failure returns the call to
+        listening and, for the initial message, keeps it for a retry.
+        """
         live = self._live.get(call_id)
         if live is None:
             return False
@@ -521,18 +545,26 @@ class CallManager:
             call, _ = await self._apply(self._calls[call_id], CallEvent(
                 "call.speaking", call_id=call_id, timestamp=self.clock(), text=text))
         session = call.session_key or call.call_id
+        listen_token = (token or secrets.token_urlsafe(12)) if listen else None
+        if listen_token is not None:
+            live.turn_token = listen_token
+        gen = live.turn_gen
         try:
-            await self.carrier.speak(call, text)
+            await self.carrier.speak(call, text, listen_token=listen_token)
         except VoicecallError as exc:
             log.warning("speak.failed", extra={"call_id": call_id, "why": str(exc)})
             await self._to_listening(call_id)
             return False
+        if listen_token is not None:
+            live.listen_started_at = self.clock()
         self.memory.add(session, "bot", text)
         if initial:
             async with live.lock:
                 if call_id in self._live:
                     cur = self._calls[call_id]
                     await self._persist(cur.with_metadata(initialMessage=None), [])
+        if listen_token is not None and live.turn_gen == gen:
+            await self._to_listening(call_id)  # unless the caller already answered
         return True
 
     async def _to_listening(self, call_id: str) -> None:
@@ -608,23 +640,21 @@ class CallManager:
                 "breakdown": {"agentMs": round(agent_ms, 1),
                               "agentFirstTokenMs": result.first_token_ms},
             }])
-            await self._say(call_id, result.text)
+            await self._say(call_id, result.text, listen=not result.end_call)
         if result.end_call:
             with contextlib.suppress(VoicecallError):
                 await self.end(call_id, reason=CallState.HANGUP_BOT)
             return
-        if self._live.get(call_id) is live and live.turn_gen == gen:
-            await self._listen(call_id)
+        if not result.text and self._live.get(call_id) is live and live.turn_gen == gen:
+            await self._listen(call_id)  # explicit silence: just keep listening
 
     # ------------------------------------------------------------------ operator actions
     async def speak(self, call_id: str, message: str) -> None:
         call = self._require_live(call_id)
         if not message:
             raise UsageError("message is required")
-        if not await self._say(call.call_id, message):
+        if not await self._say(call.call_id, message, listen=call.mode == "conversation"):
             raise CarrierError("playback failed")
-        if call.mode == "conversation":
-            await self._listen(call.call_id)
 
     async def continue_call(self, call_id: str, message: str,
                             timeout_ms: int | None = None) -> str:
@@ -639,9 +669,10 @@ class CallManager:
         start = self.clock()
         try:
             if message:
-                await self._say(call.call_id, message)
-            listen_start = self.clock()
-            await self._listen(call.call_id, token)
+                await self._say(call.call_id, message, listen=True, token=token)
+            else:
+                await self._listen(call.call_id, token)
+            listen_start = live.listen_started_at or self.clock()
             limit_ms = timeout_ms or self.config.transcript_timeout_ms
             try:
                 transcript = await asyncio.wait_for(waiter.future, limit_ms / 1000)

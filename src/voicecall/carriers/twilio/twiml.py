@@ -176,6 +176,21 @@ def pause(seconds: int) -> str:
     return _render(root)
 
 
+def keepalive(redirect_url: str, *, seconds: int = 60, say: str | None = None,
+              voice: str | None = None, language: str = "en-US") -> str:
+    """Hold the line (optionally after saying something) while the gateway works.
+
+    Twilio hangs up when a document runs out of verbs, so the pause ends in a
+    redirect back to the webhook, which answers with the next document.
+    """
+    root = ET.Element("Response")
+    if say:
+        _say(root, say, voice, language)
+    _el(root, "Pause", length=int(seconds))
+    _el(root, "Redirect", redirect_url, method="POST")
+    return _render(root)
+
+
 def reject(reason: str = "rejected") -> str:
     """Refuse an inbound call before answering it (caller is not billed)."""
     if reason not in REJECT_REASONS:

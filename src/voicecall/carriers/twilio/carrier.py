@@ -1,0 +1,465 @@
+"""The Twilio carrier's I/O shell: REST calls, webhook replies, media streams.
+
+Decisions worth knowing:
+
+- Notify calls carry their ``<Say>`` TwiML inline in the create request, so
+  the first message never depends on Twilio fetching a webhook.
+- A webhook that Twilio is waiting on is answered with the TwiML the call
+  manager produces while handling it (the greeting, the agent's reply), held
+  for a bounded time; later speech goes out as a REST TwiML update. That
+  saves a REST round trip per turn and never races an update against the
+  document Twilio is still fetching.
+- Stream tokens are an HMAC of the CallSid under a per-install key, so a
+  restarted gateway still accepts the stream of a call it restored.
+- While a media stream is up, speech goes over the stream only: no TwiML
+  ``<Say>`` fallback (which would tear the stream down), and DTMF is played
+  as tones instead of ``<Play digits>`` for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from voicecall.audio.dtmf import dtmf_audio
+from voicecall.calls.model import Call, CallEvent, CallState
+from voicecall.carriers.base import (
+    CarrierHost,
+    DialRequest,
+    RemoteStatus,
+    Verification,
+    WebhookReply,
+)
+from voicecall.carriers.twilio import media, twiml
+from voicecall.carriers.twilio.rest import TwilioRest
+from voicecall.carriers.twilio.signature import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    request_key,
+    signature_algorithm,
+    verify_signature,
+)
+from voicecall.carriers.twilio.stream import StreamSession
+from voicecall.carriers.twilio.webhook import parse_events, parse_form, remote_status
+from voicecall.config import VoiceCallConfig
+from voicecall.errors import CarrierError, ProtocolError, VoicecallError
+from voicecall.gateway.media import MediaSocket, StreamClosed
+from voicecall.gateway.security import RequestView, port_variants, reconstruct_public_url
+from voicecall.speech.stt.base import STT
+from voicecall.speech.tts.base import TTS
+
+log = logging.getLogger("voicecall.twilio")
+
+STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
+HOLD_S = 10.0                 # Twilio waits 15 s for a webhook reply; keep well inside
+KEEPALIVE_S = 60
+STREAM_READY_TIMEOUT_S = 10.0
+DISCONNECT_GRACE_S = 2.0
+TWIML = "text/xml"
+
+
+def _twiml(body: str) -> WebhookReply:
+    return WebhookReply(200, body, TWIML)
+
+
+def _first(params: Mapping[str, list[str]], name: str) -> str | None:
+    values = params.get(name)
+    return values[0] if values else None
+
+
+class Carrier:
+    name = "twilio"
+    survives_restart = True
+    notify_inline = True
+    required_headers = (SIGNATURE_HEADER.lower(),)
+
+    def __init__(self, config: VoiceCallConfig, rest: TwilioRest, *, auth_token: str,
+                 public_url: str, stream_secret: bytes, stt: STT | None = None,
+                 tts: TTS | None = None, voice: str | None = None,
+                 language: str = "en-US") -> None:
+        self.config = config
+        self.rest = rest
+        self._auth_token = auth_token
+        self.public_url = public_url
+        self._stream_secret = stream_secret
+        self.stt = stt
+        self.tts = tts
+        self.voice = twiml.polly_voice(voice)
+        self.language = language
+        self._host: CarrierHost | None = None
+        self._pending: dict[str, asyncio.Future[str]] = {}
+        self._preconnect: dict[str, str] = {}
+        self._streams: dict[str, StreamSession] = {}
+        self._stream_up: dict[str, asyncio.Event] = {}
+        self._grace: dict[str, asyncio.Task[None]] = {}
+        self._turns: dict[str, str] = {}
+        self._deferred: dict[str, str | None] = {}  # speech held while pre-connect DTMF plays
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, host: CarrierHost) -> None:
+        self._host = host
+
+    async def aclose(self) -> None:
+        for task in [*self._grace.values(), *self._tasks]:
+            task.cancel()
+        for session in list(self._streams.values()):
+            await session.ws.close(1001, "gateway shutting down")
+        await self.rest.aclose()
+
+    def _host_or_raise(self) -> CarrierHost:
+        if self._host is None:
+            raise CarrierError("twilio carrier not started")
+        return self._host
+
+    # ------------------------------------------------------------------ URLs
+    def _url(self, **query: str) -> str:
+        parts = urlsplit(self.public_url)
+        merged = [*parse_qsl(parts.query, keep_blank_values=True), *query.items()]
+        return urlunsplit(parts._replace(query=urlencode(merged)))
+
+    def stream_url(self) -> str:
+        parts = urlsplit(self.public_url)
+        scheme = "ws" if parts.scheme == "http" else "wss"
+        return urlunsplit((scheme, parts.netloc, self.config.streaming.stream_path, "", ""))
+
+    def stream_token(self, call_sid: str) -> str:
+        digest = hmac.new(self._stream_secret, call_sid.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:18]).decode()
+
+    def _action_url(self, call: Call, token: str | None) -> str:
+        return self._url(callId=call.call_id, **({"turnToken": token} if token else {}))
+
+    # ------------------------------------------------------------------ outbound
+    async def dial(self, req: DialRequest) -> str:
+        form: dict[str, str | list[str]] = {
+            "To": req.to_number, "From": req.from_number,
+            "StatusCallback": self._url(callId=req.call_id, type="status"),
+            "StatusCallbackEvent": list(STATUS_EVENTS), "StatusCallbackMethod": "POST",
+            "Timeout": str(max(5, min(600, math.ceil(req.ring_timeout_ms / 1000)))),
+        }
+        if req.mode == "notify":
+            doc = twiml.say_then_hangup(
+                req.message or "", voice=self.voice, language=self.language,
+                pause_s=self.config.outbound.notify_hangup_delay_sec)
+            if twiml.fits_inline(doc):
+                form["Twiml"] = doc
+            else:
+                form["Url"] = self._url(callId=req.call_id)
+        else:
+            form["Url"] = self._url(callId=req.call_id)
+            if req.dtmf_sequence:
+                self._preconnect[req.call_id] = twiml.play_digits_then_redirect(
+                    req.dtmf_sequence, self._url(callId=req.call_id))
+        created = await self.rest.create_call(form)
+        sid = created.get("sid")
+        if not isinstance(sid, str) or not sid:
+            raise CarrierError("twilio create call: response has no sid")
+        return sid
+
+    # ------------------------------------------------------------------ call control
+    async def media_ready(self, call: Call) -> None:
+        if not self.config.streaming.enabled or not call.provider_call_id:
+            return
+        up = self._stream_up.setdefault(call.provider_call_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(up.wait(), STREAM_READY_TIMEOUT_S)
+            session = self._streams.get(call.provider_call_id)
+            if session is not None:
+                await asyncio.wait_for(session.ready.wait(), STREAM_READY_TIMEOUT_S)
+
+    async def _deliver(self, call: Call, doc: str) -> None:
+        """Answer the webhook Twilio is waiting on, else update the live call."""
+        sid = call.provider_call_id or ""
+        pending = self._pending.get(sid)
+        if pending is not None and not pending.done():
+            pending.set_result(doc)
+            return
+        if sid in self._deferred:
+            self._deferred[sid] = doc
+            return
+        if not sid:
+            raise CarrierError("call has no Twilio CallSid yet")
+        await self.rest.update_call(sid, {"Twiml": doc})
+
+    async def speak(self, call: Call, text: str, *, listen_token: str | None = None) -> None:
+        sid = call.provider_call_id or ""
+        session = self._streams.get(sid)
+        if session is not None:
+            await self._speak_stream(session, text)
+            return
+        if listen_token:
+            self._turns[sid] = listen_token
+            doc = twiml.say_then_gather(text, self._action_url(call, listen_token),
+                                        voice=self.voice, language=self.language)
+        else:
+            doc = twiml.keepalive(self._url(callId=call.call_id), say=text, voice=self.voice,
+                                  language=self.language, seconds=KEEPALIVE_S)
+        await self._deliver(call, doc)
+
+    async def _speak_stream(self, session: StreamSession, text: str) -> None:
+        if self.tts is None:
+            raise CarrierError("telephony TTS is unavailable while a media stream is active; "
+                               "refusing TwiML fallback")
+        result = await session.play(self.tts.synthesize(text))
+        if result.outcome == "failed":
+            raise CarrierError(f"telephony stream playback failed: {result.error}")
+
+    async def start_listening(self, call: Call, turn_token: str) -> None:
+        sid = call.provider_call_id or ""
+        if sid in self._streams:
+            return  # the stream's STT listens all the time
+        self._turns[sid] = turn_token
+        await self._deliver(call, twiml.gather(self._action_url(call, turn_token),
+                                               language=self.language))
+
+    async def send_dtmf(self, call: Call, digits: str) -> None:
+        sid = call.provider_call_id or ""
+        session = self._streams.get(sid)
+        if session is not None:
+            audio = dtmf_audio(digits)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                yield audio
+
+            result = await session.play(chunks())
+            if result.outcome == "failed":
+                raise CarrierError(f"DTMF playback failed: {result.error}")
+            return
+        await self._deliver(call, twiml.play_digits_then_redirect(
+            digits, self._url(callId=call.call_id)))
+
+    async def hangup(self, call: Call) -> None:
+        if call.provider_call_id:
+            await self.rest.hangup(call.provider_call_id)
+
+    async def get_status(self, provider_call_id: str) -> RemoteStatus:
+        resource = await self.rest.fetch_call(provider_call_id)
+        if resource is None:
+            return "not-found"
+        return remote_status(str(resource.get("status") or ""))
+
+    # ------------------------------------------------------------------ webhooks
+    def _public_url_for(self, req: RequestView) -> str:
+        cfg = self.config
+        bypass = cfg.tunnel.provider == "ngrok" and cfg.tunnel.allow_ngrok_free_tier_loopback_bypass
+        return reconstruct_public_url(req, public_url=cfg.public_url,
+                                      security_cfg=cfg.webhook_security,
+                                      ngrok_loopback_bypass=bypass)
+
+    def verify_webhook(self, req: RequestView, body: bytes) -> Verification:
+        signature = req.headers.get(SIGNATURE_HEADER.lower(), "")
+        url = self._public_url_for(req)
+        form = _is_form(req)
+        try:
+            params = parse_form(body) if form else None
+        except ProtocolError as exc:
+            return Verification(False, str(exc))
+        algorithm = signature_algorithm(req.headers.get(SIGNATURE_SETTINGS_HEADER.lower()))
+        extra = port_variants(url, self.config.public_url, req.headers.get("host"))
+        if not verify_signature(self._auth_token, url, params, signature, raw_body=body,
+                                extra_urls=extra, algorithm=algorithm):
+            return Verification(False, f"Invalid signature for URL: {url}")
+        return Verification(True, request_key=request_key(url, params or {}, signature))
+
+    def replay_reply(self) -> WebhookReply:
+        return _twiml(twiml.empty())
+
+    async def handle_webhook(self, req: RequestView, body: bytes,
+                             request_key: str | None) -> WebhookReply:
+        host = self._host_or_raise()
+        params = parse_form(body) if body and _is_form(req) else {}
+        query = dict(parse_qsl(req.query_string, keep_blank_values=True))
+        key = request_key or "twilio:unsigned:" + hashlib.sha256(
+            req.query_string.encode() + b"\n" + body).hexdigest()
+        events = parse_events(params, query, dedupe_key=key, now=time.time())
+        sid = _first(params, "CallSid") or ""
+        if query.get("type") == "status":
+            for event in events:
+                if event.type == "call.answered" and self._answer_via_document(host, event):
+                    continue
+                await host.handle_event(event)
+            if any(e.type == "call.ended" for e in events):
+                self._forget(sid)
+            return _twiml(twiml.empty())
+        if not sid:
+            raise ProtocolError("twilio webhook without CallSid")
+        pending: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending[sid] = pending
+        try:
+            return await self._answer(host, sid, events, key, pending)
+        finally:
+            if self._pending.get(sid) is pending:
+                del self._pending[sid]
+            if not pending.done():
+                pending.cancel()
+
+    def _answer_via_document(self, host: CarrierHost, event: CallEvent) -> bool:
+        """Conversation calls are answered by the document fetch, not the status callback.
+
+        Both arrive at about the same time; letting only the fetch answer means the
+        greeting always goes into the document Twilio is waiting for.
+        """
+        call = host.get(event.call_id or event.provider_call_id or "")
+        return call is not None and not (call.mode == "notify" and call.direction == "outbound")
+
+    async def _answer(self, host: CarrierHost, sid: str, events: list[CallEvent], key: str,
+                      pending: asyncio.Future[str]) -> WebhookReply:
+        before = host.get(sid)
+        was_answered = before is not None and before.answered_at is not None
+        for event in events:
+            await host.handle_event(event)
+        call = host.get(sid)
+        if call is None:
+            return _twiml(twiml.reject())
+        if call.terminal:
+            if call.metadata.get("rejectionReason"):
+                return _twiml(twiml.reject())
+            return _twiml(twiml.empty())
+        expects_reply = any(e.type == "call.speech" for e in events) or (
+            not was_answered and call.answered_at is not None)
+        if call.answered_at is None:
+            # Twilio answered by fetching this document (inbound, or an outbound Url).
+            await host.handle_event(CallEvent(
+                "call.answered", call_id=call.call_id, provider_call_id=sid,
+                timestamp=time.time(), dedupe_key=key + ":answered"))
+            expects_reply = True
+            call = host.get(sid) or call
+        preconnect = self._preconnect.pop(call.call_id, None)
+        if preconnect is not None:
+            # Speech produced while the digits play waits for the redirect back here.
+            self._deferred[sid] = None
+            return _twiml(preconnect)
+        if sid in self._deferred:
+            doc = self._deferred.pop(sid)
+            if doc is not None:
+                return _twiml(doc)
+        if call.mode == "notify" and call.direction == "outbound":
+            message = str(call.metadata.get("initialMessage") or "")
+            return _twiml(twiml.say_then_hangup(
+                message, voice=self.voice, language=self.language,
+                pause_s=self.config.outbound.notify_hangup_delay_sec))
+        if self.config.streaming.enabled and sid not in self._streams:
+            return _twiml(twiml.connect_stream(
+                self.stream_url(), parameters={"token": self.stream_token(sid)}))
+        if expects_reply or any(e.type == "call.dtmf" for e in events):
+            try:
+                return _twiml(await asyncio.wait_for(asyncio.shield(pending), HOLD_S))
+            except TimeoutError:
+                return _twiml(twiml.keepalive(self._url(callId=call.call_id),
+                                              seconds=KEEPALIVE_S))
+        turn = self._turns.get(sid)
+        if turn is not None:
+            # A <Gather> timed out on silence and redirected here: keep listening.
+            return _twiml(twiml.gather(self._action_url(call, turn), language=self.language))
+        return _twiml(twiml.keepalive(self._url(callId=call.call_id), seconds=KEEPALIVE_S))
+
+    def _forget(self, sid: str) -> None:
+        self._turns.pop(sid, None)
+        self._deferred.pop(sid, None)
+        self._stream_up.pop(sid, None)
+        grace = self._grace.pop(sid, None)
+        if grace is not None:
+            grace.cancel()
+
+    # ------------------------------------------------------------------ media streams
+    async def handle_stream(self, ws: MediaSocket, query_string: str) -> None:
+        """Run one Media Stream from ``connected`` to ``stop`` (or a dropped socket)."""
+        host = self._host_or_raise()
+        start = await self._await_start(ws)
+        if start is None:
+            return
+        token = start.custom_parameters.get("token") or \
+            dict(parse_qsl(query_string)).get("token", "")
+        expected = self.stream_token(start.call_sid)
+        call = host.get(start.call_sid)
+        if not hmac.compare_digest(token.encode(), expected.encode()) or call is None \
+                or call.terminal:
+            await ws.close(1008, "Unknown call or bad stream token")
+            return
+        ws.started()
+        stt_session = None
+        if self.stt is not None:
+            try:
+                stt_session = await self.stt.open(call.call_id)
+            except VoicecallError as exc:
+                log.warning("stt.open_failed", extra={"call_id": call.call_id, "why": str(exc)})
+        session = StreamSession(ws, start, call.call_id, host, stt_session)
+        self._attach(start.call_sid, session)
+        try:
+            await session.run()
+        finally:
+            self._detach(start.call_sid, session, call.call_id)
+
+    async def _await_start(self, ws: MediaSocket) -> media.Start | None:
+        limit = self.config.streaming.pre_start_timeout_ms / 1000
+        deadline = time.monotonic() + limit
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                text = await asyncio.wait_for(ws.receive_text(), max(0.0, remaining))
+            except TimeoutError:
+                await ws.close(1008, "Start timeout")
+                return None
+            except StreamClosed:
+                return None
+            try:
+                frame = media.parse_frame(text)
+            except ProtocolError:
+                await ws.close(1007, "malformed frame")
+                return None
+            if isinstance(frame, media.Start):
+                return frame
+            if not isinstance(frame, media.Connected):
+                await ws.close(1008, "expected start")
+                return None
+
+    def _attach(self, sid: str, session: StreamSession) -> None:
+        grace = self._grace.pop(sid, None)
+        if grace is not None:
+            grace.cancel()  # a reconnect inside the grace window keeps the call
+        self._streams[sid] = session
+        self._stream_up.setdefault(sid, asyncio.Event()).set()
+        log.info("stream.attached", extra={"call_id": session.call_id})
+
+    def _detach(self, sid: str, session: StreamSession, call_id: str) -> None:
+        if self._streams.get(sid) is not session:
+            return  # a newer stream already replaced this one
+        del self._streams[sid]
+        up = self._stream_up.get(sid)
+        if up is not None:
+            up.clear()
+        task = asyncio.get_running_loop().create_task(self._grace_expiry(sid, call_id))
+        self._grace[sid] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _grace_expiry(self, sid: str, call_id: str) -> None:
+        await asyncio.sleep(DISCONNECT_GRACE_S)
+        if self._grace.get(sid) is asyncio.current_task():
+            del self._grace[sid]
+        if sid in self._streams or self._host is None:
+            return
+        call = self._host.get(call_id)
+        if call is None or call.terminal:
+            return
+        log.info("stream.grace_expired", extra={"call_id": call_id})
+        with contextlib.suppress(VoicecallError):
+            await self.hangup(call)
+        await self._host.handle_event(CallEvent(
+            "call.ended", call_id=call_id, provider_call_id=sid, timestamp=time.time(),
+            reason=CallState.COMPLETED, dedupe_key=f"twilio:grace:{sid}:{time.time_ns()}"))
+
+
+def _is_form(req: RequestView) -> bool:
+    ctype = req.headers.get("content-type", "application/x-www-form-urlencoded")
+    return ctype.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded"

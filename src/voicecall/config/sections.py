@@ -40,6 +40,9 @@ class TwilioConfig(StrictModel):
     account_sid: NonEmptyStr | None = None
     auth_token: Secret | None = None
     region: Literal["us1", "ie1", "au1"] = "us1"
+    # voicecall extension: REST base URL override (a regional edge, a proxy, or the
+    # test fake); default is the region's api host.
+    api_base_url: HttpUrl | None = None
 
 
 class TelnyxConfig(StrictModel):

@@ -13,14 +13,16 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from voicecall.gateway.runtime import Runtime
 from voicecall.gateway.security import RequestView, client_ip
+
+if TYPE_CHECKING:
+    from voicecall.gateway.runtime import Runtime
 
 log = logging.getLogger("voicecall.media")
 MAX_FRAME_CHARS = 64 * 1024  # one 20 ms frame is ~300 chars; anything near this is abuse

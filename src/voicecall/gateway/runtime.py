@@ -8,6 +8,8 @@ and the CLI can still answer with it.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,17 +17,24 @@ from voicecall.agent import make_responder
 from voicecall.agent.base import Responder
 from voicecall.carriers import mock
 from voicecall.carriers.base import Carrier
+from voicecall.carriers.twilio.carrier import Carrier as TwilioCarrier
+from voicecall.carriers.twilio.rest import TwilioRest
 from voicecall.config import (
     LoadedConfig,
     VoiceCallConfig,
     missing_credentials,
     validate_setup,
+    webhook_exposure,
 )
 from voicecall.errors import ConfigError, SetupIncompleteError
 from voicecall.gateway.manager import CallManager
+from voicecall.speech.registry import resolve_stt, resolve_tts
+from voicecall.speech.stt.base import STT
+from voicecall.speech.tts.base import TTS
 from voicecall.store import CallStore, SqliteCallStore
 
 log = logging.getLogger("voicecall.runtime")
+STREAM_KEY_FILE = "stream.key"
 
 
 @dataclass
@@ -54,10 +63,38 @@ def setup_error_for(cfg: VoiceCallConfig) -> ConfigError | None:
     problems = validate_setup(cfg)
     if problems:
         return ConfigError("; ".join(problems))
+    if cfg.provider != "mock":
+        ok, why = webhook_exposure(cfg)
+        if not ok:
+            # A carrier cannot call back a local-only URL: refuse to start rather than
+            # place calls whose webhooks never arrive.
+            return ConfigError(f"{cfg.provider} requires a publicly reachable webhook URL: "
+                               f"{why}", path="publicUrl")
+        if not cfg.public_url:
+            return ConfigError("set publicUrl to the public webhook URL (tunnel and tailscale "
+                               "exposure are checked by setup but not started by this build)",
+                               path="publicUrl")
     return None
 
 
-def build_carrier(cfg: VoiceCallConfig) -> Carrier:
+def stream_secret(home: Path) -> bytes:
+    """Per-install key for stream tokens (0600), so they survive restarts."""
+    path = home / STREAM_KEY_FILE
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        pass
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex())
+    return key
+
+
+def build_carrier(cfg: VoiceCallConfig, home: Path) -> Carrier:
+    if cfg.provider == "twilio":
+        return _build_twilio(cfg, home)
     if cfg.provider == "mock":
         m = cfg.mock
         return mock.Carrier(
@@ -65,7 +102,36 @@ def build_carrier(cfg: VoiceCallConfig) -> Carrier:
                              reply_delay_ms=m.reply_delay_ms),
             m.callee_replies, hangup_after_replies=m.hangup_after_replies, answer=m.answer)
     raise ConfigError(f"carrier {cfg.provider!r} is not available in this build",
-                      path="provider", allowed=["mock"])
+                      path="provider", allowed=["mock", "twilio"])
+
+
+def _speech(cfg: VoiceCallConfig) -> tuple[STT | None, TTS | None]:
+    """STT and TTS for media streams; ``None`` (with a warning) when unavailable."""
+    if not cfg.streaming.enabled:
+        return None, None
+    stt = resolve_stt(cfg.streaming.provider, cfg.streaming.providers)
+    tts = resolve_tts(cfg.tts.provider, cfg.tts.providers)
+    return stt, tts
+
+
+def _tts_voice(cfg: VoiceCallConfig) -> str | None:
+    provider = cfg.tts.providers.get(cfg.tts.provider or "", {})
+    for key in ("speakerVoice", "speakerVoiceId", "voice", "voiceId"):
+        value = provider.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _build_twilio(cfg: VoiceCallConfig, home: Path) -> Carrier:
+    tw = cfg.twilio
+    assert tw.account_sid and tw.auth_token and cfg.public_url  # checked by setup_error_for
+    token = tw.auth_token.reveal()
+    rest = TwilioRest(tw.account_sid, token, base_url=tw.api_base_url, region=tw.region)
+    stt, tts = _speech(cfg)
+    return TwilioCarrier(cfg, rest, auth_token=token, public_url=cfg.public_url,
+                          stream_secret=stream_secret(home), stt=stt, tts=tts,
+                          voice=_tts_voice(cfg))
 
 
 def build_responder(cfg: VoiceCallConfig) -> Responder:
@@ -85,7 +151,7 @@ async def open_runtime(loaded: LoadedConfig, home: Path, *, carrier: Carrier | N
     error = setup_error_for(cfg)
     if error is None and carrier is None:
         try:
-            carrier = build_carrier(cfg)
+            carrier = build_carrier(cfg, home)
         except ConfigError as exc:
             error = exc
     if error is not None or carrier is None:

@@ -80,7 +80,7 @@ class Carrier:
     name = "twilio"
     survives_restart = True
     notify_inline = True
-    required_headers = (SIGNATURE_HEADER.lower(),)
+    required_headers: tuple[str, ...] = (SIGNATURE_HEADER.lower(),)
 
     def __init__(self, config: VoiceCallConfig, rest: TwilioRest, *, auth_token: str,
                  public_url: str, stream_secret: bytes, stt: STT | None = None,

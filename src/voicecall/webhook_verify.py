@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from voicecall.errors import ConfigError
+from voicecall.gateway.security import RequestView
 
 PROVIDERS = ("twilio", "telnyx", "plivo", "mock")
 _FIELDS = ("provider", "method", "url", "headers", "body")
@@ -25,4 +27,34 @@ def verify_capture(capture: Any) -> tuple[bool, str]:
         raise ConfigError("headers must be an object and body the raw body text")
     if provider == "mock":
         return True, "mock webhooks are unsigned"
+    if provider == "twilio":
+        return _twilio(capture)
     return False, f"{provider} signature verification is not available in this build"
+
+
+def _view(capture: Mapping[str, Any]) -> tuple[RequestView, str]:
+    url = str(capture["url"])
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
+        raise ConfigError("url must be the absolute URL the carrier requested", path="url")
+    headers = {str(k).lower(): str(v) for k, v in capture["headers"].items()}
+    headers.setdefault("host", parts.netloc)
+    view = RequestView(str(capture["method"]).upper(), parts.path or "/", parts.query,
+                       headers, None, parts.scheme)
+    return view, url
+
+
+def _secret(capture: Mapping[str, Any]) -> str:
+    secret = capture.get("secret_or_public_key")
+    if not isinstance(secret, str) or not secret:
+        raise ConfigError("secret_or_public_key is required", path="secret_or_public_key")
+    return secret
+
+
+def _twilio(capture: Mapping[str, Any]) -> tuple[bool, str]:
+    from voicecall.carriers.twilio.carrier import verify_request
+
+    view, url = _view(capture)
+    verdict = verify_request(view, capture["body"].encode(), _secret(capture), url,
+                             public_url=url)
+    return verdict.ok, verdict.reason or "signature matches"

@@ -14,7 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from .secret import serialize_tree, wrap_secrets
 
-E164_RE = re.compile(r"^\+[1-9]\d{1,14}$")
+E164_RE = re.compile(r"\+[1-9][0-9]{1,14}")
 E164_MESSAGE = "Expected E.164 format, e.g. +15550001234"
 
 # Error type for rules that span fields; ``ctx["field"]`` names the offending
@@ -39,7 +39,7 @@ class StrictModel(BaseModel):
 
 
 def _check_e164(value: str) -> str:
-    if not E164_RE.match(value):
+    if not E164_RE.fullmatch(value):
         raise PydanticCustomError("e164", E164_MESSAGE)
     return value
 

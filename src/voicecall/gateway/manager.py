@@ -48,8 +48,8 @@ from voicecall.store import CallStore
 log = logging.getLogger("voicecall.manager")
 
 DEFAULT_GREETING = "Hello! How can I help you today?"
-DTMF_RE = re.compile(r"^[0-9*#wWpP,]+$")
-E164_RE = re.compile(r"^\+[1-9]\d{1,14}$")
+DTMF_RE = re.compile(r"[0-9*#wWpP,]+")
+E164_RE = re.compile(r"\+[1-9][0-9]{1,14}")
 REAPER_INTERVAL_S = 30.0
 LIVE_STATES = (CallState.SPEAKING, CallState.LISTENING)
 
@@ -243,7 +243,7 @@ class CallManager:
         target = to or cfg.to_number
         if not target:
             raise UsageError("no destination: pass 'to' or set toNumber")
-        if not E164_RE.match(target):
+        if not E164_RE.fullmatch(target):
             raise UsageError(f"'to' must be E.164, e.g. +15550001234 (got {target!r})")
         call_mode: Mode = mode or cfg.outbound.default_mode
         if call_mode not in ("notify", "conversation"):
@@ -251,7 +251,7 @@ class CallManager:
         if dtmf_sequence is not None:
             if call_mode != "conversation":
                 raise UsageError('dtmfSequence is only valid with mode: "conversation"')
-            if not DTMF_RE.match(dtmf_sequence):
+            if not DTMF_RE.fullmatch(dtmf_sequence):
                 raise UsageError("digits may only contain digits, *, #, comma, w, p")
         if call_mode == "notify" and not message:
             raise UsageError("message is required for a notify call")
@@ -691,7 +691,7 @@ class CallManager:
 
     async def send_dtmf(self, call_id: str, digits: str) -> None:
         call = self._require_live(call_id)
-        if not digits or not DTMF_RE.match(digits):
+        if not digits or not DTMF_RE.fullmatch(digits):
             raise UsageError("digits may only contain digits, *, #, comma, w, p")
         await self.carrier.send_dtmf(call, digits)
         await self._record([{"type": "dtmf", "callId": call.call_id, "digits": digits,

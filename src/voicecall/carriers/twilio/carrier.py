@@ -257,19 +257,8 @@ class Carrier:
                                       ngrok_loopback_bypass=bypass)
 
     def verify_webhook(self, req: RequestView, body: bytes) -> Verification:
-        signature = req.headers.get(SIGNATURE_HEADER.lower(), "")
-        url = self._public_url_for(req)
-        form = _is_form(req)
-        try:
-            params = parse_form(body) if form else None
-        except ProtocolError as exc:
-            return Verification(False, str(exc))
-        algorithm = signature_algorithm(req.headers.get(SIGNATURE_SETTINGS_HEADER.lower()))
-        extra = port_variants(url, self.config.public_url, req.headers.get("host"))
-        if not verify_signature(self._auth_token, url, params, signature, raw_body=body,
-                                extra_urls=extra, algorithm=algorithm):
-            return Verification(False, f"Invalid signature for URL: {url}")
-        return Verification(True, request_key=request_key(url, params or {}, signature))
+        return verify_request(req, body, self._auth_token, self._public_url_for(req),
+                              public_url=self.config.public_url)
 
     def replay_reply(self) -> WebhookReply:
         return _twiml(twiml.empty())
@@ -458,6 +447,27 @@ class Carrier:
         await self._host.handle_event(CallEvent(
             "call.ended", call_id=call_id, provider_call_id=sid, timestamp=time.time(),
             reason=CallState.COMPLETED, dedupe_key=f"twilio:grace:{sid}:{time.time_ns()}"))
+
+
+def verify_request(req: RequestView, body: bytes, auth_token: str, url: str, *,
+                   public_url: str | None) -> Verification:
+    """Check ``X-Twilio-Signature`` of a request whose public URL is ``url``.
+
+    The one implementation behind both the gateway and ``voicecall verify-webhook``.
+    """
+    signature = req.headers.get(SIGNATURE_HEADER.lower(), "")
+    if not signature:
+        return Verification(False, f"missing {SIGNATURE_HEADER} header")
+    try:
+        params = parse_form(body) if _is_form(req) else None
+        algorithm = signature_algorithm(req.headers.get(SIGNATURE_SETTINGS_HEADER.lower()))
+    except VoicecallError as exc:
+        return Verification(False, str(exc))
+    extra = port_variants(url, public_url, req.headers.get("host"))
+    if not verify_signature(auth_token, url, params, signature, raw_body=body,
+                            extra_urls=extra, algorithm=algorithm):
+        return Verification(False, f"Invalid signature for URL: {url}")
+    return Verification(True, request_key=request_key(url, params or {}, signature))
 
 
 def _is_form(req: RequestView) -> bool:

@@ -37,7 +37,8 @@ async def test_outbound_status_callbacks_are_signed_and_sequenced(
     body = await create_call(rest, Twiml=twiml("<Say>Your table is booked.</Say>",
                                                '<Pause length="1"/>', "<Hangup/>"))
     call = await fake.wait_for_status(body["sid"], "completed")
-    await fake.wait_for(lambda: len(gateway.hits_for("/status")) == 4)
+    # The fake records a webhook once the response is in, a moment after the gateway saw it.
+    await fake.wait_for(lambda: len(call.status_callbacks()) == 4)
     hits = gateway.hits_for("/status")
     assert all(h.valid for h in hits)
     assert [h.params["CallStatus"] for h in hits] == ["initiated", "ringing", "in-progress",
@@ -65,8 +66,8 @@ async def test_only_completed_callback_by_default(
         "To": TO, "From": FROM, "Twiml": twiml("<Hangup/>"),
         "StatusCallback": f"{PUBLIC}/status", "StatusCallbackMethod": "GET"})
     call = await fake.wait_for_status(response.json()["sid"], "completed")
-    await fake.wait_for(lambda: len(gateway.hits_for("/status")) == 1)
-    hit = gateway.hits_for("/status")[0]
+    await fake.wait_for(lambda: len(call.status_callbacks()) == 1)
+    [hit] = gateway.hits_for("/status")
     # GET: params travel in the query string and are signed as part of the URL.
     assert hit.method == "GET" and hit.valid
     assert "CallStatus=completed" in hit.public_url

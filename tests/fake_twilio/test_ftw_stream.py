@@ -248,9 +248,8 @@ async def test_hangup_via_rest_sends_stop_then_completed_callback(
     sid, session, _ = await start_stream(gateway, fake)
     await rest.post(f"/Calls/{sid}.json", data={"Status": "completed"})
     await session.recv_event("stop")
-    await fake.wait_for(lambda: gateway.hits_for("/status")[-1].params["CallStatus"] ==
-                        "completed")
     call = fake.calls[sid]
+    await fake.wait_for(lambda: call.status_callbacks()[-1].params["CallStatus"] == "completed")
     kinds = [e.kind for e in fake.events if e.call_sid == sid]
     # Twilio order: the stream stops before the completed callback goes out.
     assert kinds.index("stream.ended") < len(kinds) - 1 - kinds[::-1].index("webhook")

@@ -46,7 +46,7 @@ def normalize_e164(value: str | None) -> str | None:
     if not text.startswith("+") and digits.startswith("00"):
         digits = digits[2:]
     candidate = "+" + digits
-    return candidate if E164_RE.match(candidate) else None
+    return candidate if E164_RE.fullmatch(candidate) else None
 
 
 def route_key_for(cfg: VoiceCallConfig, dialled_to: str | None) -> str | None:

@@ -819,7 +819,7 @@ class FakeTwilio:
         self._log(call.sid, "callee.turn", reply=str(reply))
         if isinstance(reply, Press):
             call.callee_said.append(f"dtmf:{reply.digits}")
-            self._spawn(session.press(reply.digits), f"{call.sid}:press")
+            self._spawn(session.guard(session.press(reply.digits)), f"{call.sid}:press")
         else:
             call.callee_said.append(reply)
             session.speak(self._audio_for(call, reply))

@@ -151,14 +151,21 @@ class StreamSession:
         name = f"{self.call.sid}:{self.stream_sid}"
         self._tasks = [
             self.host._spawn(self._read(), f"{name}:read"),
-            self.host._spawn(self._send_audio(), f"{name}:audio"),
-            self.host._spawn(self._play(), f"{name}:play"),
+            self.host._spawn(self.guard(self._send_audio()), f"{name}:audio"),
+            self.host._spawn(self.guard(self._play()), f"{name}:play"),
         ]
         if self.call.callee.script.dtmf:
-            self._tasks.append(self.host._spawn(self._scripted_dtmf(), f"{name}:dtmf"))
+            self._tasks.append(self.host._spawn(self.guard(self._scripted_dtmf()),
+                                                f"{name}:dtmf"))
         if self.call.callee.script.speak_first:
             self.host._callee_turn(self.call, self)
         return True
+
+    @staticmethod
+    async def guard(coro: Coroutine[Any, Any, None]) -> None:
+        """Run a sender; the socket closing under it is the normal way for it to end."""
+        with contextlib.suppress(ConnectionClosed):
+            await coro
 
     def _failed(self, why: str) -> bool:
         self.record.end_reason = "failed"

@@ -40,18 +40,29 @@ async def cmd_tail(ctx: Context, args: argparse.Namespace) -> int:
     path = _events_path(ctx, args.file)
     if args.poll < 50:
         raise UsageError("--poll must be at least 50 ms")
+    # Follow from the size seen *before* printing the backlog, and skip what the
+    # backlog already showed: nothing appended in between is lost or doubled.
+    offset = path.stat().st_size if path.exists() else 0
+    last_seq = -1
     if path.exists():
         for rec in tail_lines(path, args.since):
             _out(ctx, rec)
+            last_seq = max(last_seq, _seq(rec))
     if args.no_follow:
         return 0
     stop = threading.Event()
     try:
-        for rec in follow(path, poll_s=args.poll / 1000, stop=stop, start_at_end=True):
-            _out(ctx, rec)
+        for rec in follow(path, poll_s=args.poll / 1000, stop=stop, start_offset=offset):
+            if _seq(rec) > last_seq or _seq(rec) < 0:
+                _out(ctx, rec)
     except KeyboardInterrupt:
         stop.set()
     return 0
+
+
+def _seq(rec: dict[str, Any]) -> int:
+    seq = rec.get("seq")
+    return seq if isinstance(seq, int) else -1
 
 
 def _stats_row(table: Table, name: str, s: dict[str, Any]) -> None:

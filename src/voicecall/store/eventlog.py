@@ -114,14 +114,17 @@ def _start_offset(f: Any, size: int) -> int:
 
 def follow(path: Path | str, *, poll_s: float = 0.25,
            stop: Callable[[], bool] | threading.Event | None = None,
-           start_at_end: bool = True) -> Generator[dict[str, Any], None, None]:
+           start_at_end: bool = True,
+           start_offset: int | None = None) -> Generator[dict[str, Any], None, None]:
     """Yield records as complete lines are appended to ``path``, until ``stop``.
 
     Waits for a missing file to appear. A partial line waits for its newline.
     If the file shrinks (truncated) reading restarts at its beginning; if the
     path now names another file (rotated), the old file is read to its end and
     the new one from its beginning. At most ``MAX_LINE_BYTES`` of one line are
-    buffered; a longer line is dropped.
+    buffered; a longer line is dropped. ``start_offset`` (a byte offset at a line
+    boundary, e.g. the size seen before printing a backlog) overrides ``start_at_end``
+    so nothing appended in between is missed.
     """
     path = Path(path)
     should_stop, sleep = _stopper(stop)
@@ -139,7 +142,9 @@ def follow(path: Path | str, *, poll_s: float = 0.25,
                     sleep(poll_s)
                     continue
                 ident = _identity(os.fstat(f.fileno()))
-                if first_open and start_at_end:
+                if first_open and start_offset is not None:
+                    f.seek(min(start_offset, os.fstat(f.fileno()).st_size))
+                elif first_open and start_at_end:
                     f.seek(_start_offset(f, os.fstat(f.fileno()).st_size))
                 first_open = False
             chunk = f.read(_CHUNK)

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from voicecall.testing.fake_twilio import CalleeScript, FakeTwilio, Timings
 
@@ -64,9 +64,9 @@ class WsSession:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int | None = None  # as the gateway saw it; 1006 = connection lost
 
-    async def recv_event(self, event: str, timeout: float = 5.0) -> dict[str, Any]:
+    async def recv_event(self, event: str, within: float = 5.0) -> dict[str, Any]:
         """The next frame of type ``event`` (earlier frames of other types are skipped)."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 frame = await self.queue.get()
                 if frame["event"] == event:
@@ -114,7 +114,7 @@ class _QuickServer(uvicorn.Server):
         for connection in list(self.server_state.connections):
             connection.shutdown()
         async with asyncio.timeout(2):
-            while self.server_state.connections:
+            while self.server_state.connections:  # noqa: ASYNC110 (uvicorn has no event)
                 await asyncio.sleep(0.005)
         for server in self.servers:
             await server.wait_closed()
@@ -136,7 +136,12 @@ class MiniGateway:
         self._task: asyncio.Task[None] | None = None
 
     def twiml(self, path: str, route: str | TwimlRoute) -> None:
-        self.routes[path] = route if callable(route) else (lambda _hit, doc=route: doc)
+        """Serve ``route`` at ``path``: a fixed document, or a function of the request."""
+        if isinstance(route, str):
+            doc = route
+            self.routes[path] = lambda _hit: doc
+        else:
+            self.routes[path] = route
 
     def hits_for(self, path: str) -> list[Hit]:
         return [h for h in self.hits if h.path == path]
@@ -186,7 +191,7 @@ class MiniGateway:
                                 timeout_graceful_shutdown=1)
         self._server = _QuickServer(config)
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
+        while not self._server.started:  # noqa: ASYNC110 (uvicorn has no event)
             await asyncio.sleep(0.005)
 
     async def stop(self) -> None:

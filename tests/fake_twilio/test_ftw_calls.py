@@ -309,3 +309,13 @@ async def test_per_call_signature_override(gateway: MiniGateway, fake: FakeTwili
     assert all(h.valid for h in before)
     assert completed.params["CallStatus"] == "completed"
     assert completed.signature == "bad" and not completed.valid
+
+
+async def test_ring_timeout_is_honoured(gateway: MiniGateway, make_fake: FakeFactory) -> None:
+    fake = await make_fake(CalleeScript(answer_delay=30))
+    async with client_for(fake) as rest:
+        body = await create_call(rest, Url=f"{PUBLIC}/voice", Timeout="1")
+    call = await fake.wait_for_status(body["sid"], "no-answer", timeout=3)
+    assert call.hung_up_by == "timeout" and gateway.hits_for("/voice") == []
+    with pytest.raises(TimeoutError, match="call.ended"):
+        await fake.wait_for(lambda: False, 0.05, what="never")

@@ -25,8 +25,8 @@ from conftest import (
     create_call,
     twiml,
 )
-from twilio.base.exceptions import TwilioRestException
-from twilio.rest import Client
+from twilio.base.exceptions import TwilioRestException  # type: ignore[import-untyped]
+from twilio.rest import Client  # type: ignore[import-untyped]
 
 from voicecall.testing.fake_twilio import CalleeScript, FakeTwilio
 

@@ -68,8 +68,10 @@ class Carrier(Protocol):
     async def media_ready(self, call: Call) -> None:
         """Return when the call can be spoken to (e.g. its media stream and STT are up)."""
 
-    async def speak(self, call: Call, text: str, *, listen_token: str | None = None) -> None:
-        """Play ``text``; with ``listen_token``, open a caller turn right after it.
+    async def speak(self, call: Call, text: str, *, listen_token: str | None = None,
+                    hangup_after: bool = False) -> None:
+        """Play ``text``; with ``listen_token``, open a caller turn right after it;
+        with ``hangup_after``, hang up once it has been heard (last words are not cut).
 
         Returns once the speech is delivered (heard, where the carrier can tell).
         """
@@ -80,6 +82,9 @@ class Carrier(Protocol):
     async def send_dtmf(self, call: Call, digits: str) -> None: ...
 
     async def hangup(self, call: Call) -> None: ...
+
+    async def reject(self, call: Call) -> None:
+        """Refuse an inbound call the policy rejected (before answering, where possible)."""
 
     async def get_status(self, provider_call_id: str) -> RemoteStatus: ...
 

@@ -174,12 +174,15 @@ class Carrier:
     async def media_ready(self, call: Call) -> None:
         return None  # no media path to wait for
 
-    async def speak(self, call: Call, text: str, *, listen_token: str | None = None) -> None:
+    async def speak(self, call: Call, text: str, *, listen_token: str | None = None,
+                    hangup_after: bool = False) -> None:
         callee = self._live(call)
         t = self.timings
         await asyncio.sleep(min(len(text) * t.speak_ms_per_char, t.speak_max_ms) / 1000)
         callee.heard.append(text)
-        if listen_token is not None:
+        if hangup_after:
+            await self.hangup(call)
+        elif listen_token is not None:
             await self.start_listening(call, listen_token)
 
     async def start_listening(self, call: Call, turn_token: str) -> None:
@@ -210,6 +213,9 @@ class Carrier:
         callee = self.callees.get(call.provider_call_id or "")
         if callee is not None:
             callee.ended = True
+
+    async def reject(self, call: Call) -> None:
+        await self.hangup(call)
 
     async def get_status(self, provider_call_id: str) -> RemoteStatus:
         callee = self.callees.get(provider_call_id)

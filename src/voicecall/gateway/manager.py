@@ -421,7 +421,7 @@ class CallManager:
         if pid not in self._rejected:
             self._rejected.add(pid)
             try:
-                await self.carrier.hangup(rejected)
+                await self.carrier.reject(rejected)
             except VoicecallError:
                 self._rejected.discard(pid)
                 raise
@@ -532,7 +532,8 @@ class CallManager:
                 await self.end(call_id, reason=CallState.COMPLETED)
 
     async def _say(self, call_id: str, text: str, *, initial: bool = False,
-                   listen: bool = False, token: str | None = None) -> bool:
+                   listen: bool = False, token: str | None = None,
+                   hangup_after: bool = False) -> bool:
         """Speak ``text`` (then open a caller turn when ``listen``).
 
         True when the carrier delivered it. A failure returns the call to
@@ -550,7 +551,8 @@ class CallManager:
             live.turn_token = listen_token
         gen = live.turn_gen
         try:
-            await self.carrier.speak(call, text, listen_token=listen_token)
+            await self.carrier.speak(call, text, listen_token=listen_token,
+                                     hangup_after=hangup_after)
         except VoicecallError as exc:
             log.warning("speak.failed", extra={"call_id": call_id, "why": str(exc)})
             await self._to_listening(call_id)
@@ -640,10 +642,14 @@ class CallManager:
                 "breakdown": {"agentMs": round(agent_ms, 1),
                               "agentFirstTokenMs": result.first_token_ms},
             }])
-            await self._say(call_id, result.text, listen=not result.end_call)
+            said = await self._say(call_id, result.text, listen=not result.end_call,
+                                   hangup_after=result.end_call)
+        else:
+            said = False
         if result.end_call:
+            # After goodbye words the carrier hangs up itself, so they are not cut off.
             with contextlib.suppress(VoicecallError):
-                await self.end(call_id, reason=CallState.HANGUP_BOT)
+                await self.end(call_id, reason=CallState.HANGUP_BOT, carrier_hangup=not said)
             return
         if not result.text and self._live.get(call_id) is live and live.turn_gen == gen:
             await self._listen(call_id)  # explicit silence: just keep listening
@@ -698,13 +704,14 @@ class CallManager:
                              "direction": "out"}])
 
     async def end(self, call_id: str, *, reason: CallState = CallState.HANGUP_BOT,
-                  note: str | None = None) -> Call:
+                  note: str | None = None, carrier_hangup: bool = True) -> Call:
         call = self._require_live(call_id)
         live = self._live[call.call_id]
-        try:
-            await self.carrier.hangup(call)
-        except VoicecallError as exc:
-            log.warning("hangup.failed", extra={"call_id": call.call_id, "why": str(exc)})
+        if carrier_hangup:
+            try:
+                await self.carrier.hangup(call)
+            except VoicecallError as exc:
+                log.warning("hangup.failed", extra={"call_id": call.call_id, "why": str(exc)})
         async with live.lock:
             cur = self._calls[call.call_id]
             if cur.terminal:

@@ -191,13 +191,18 @@ class Carrier:
             raise CarrierError("call has no Twilio CallSid yet")
         await self.rest.update_call(sid, {"Twiml": doc})
 
-    async def speak(self, call: Call, text: str, *, listen_token: str | None = None) -> None:
+    async def speak(self, call: Call, text: str, *, listen_token: str | None = None,
+                    hangup_after: bool = False) -> None:
         sid = call.provider_call_id or ""
         session = self._streams.get(sid)
         if session is not None:
             await self._speak_stream(session, text)
+            if hangup_after:
+                await self.hangup(call)
             return
-        if listen_token:
+        if hangup_after:
+            doc = twiml.say_then_hangup(text, voice=self.voice, language=self.language)
+        elif listen_token:
             self._turns[sid] = listen_token
             doc = twiml.say_then_gather(text, self._action_url(call, listen_token),
                                         voice=self.voice, language=self.language)
@@ -241,6 +246,12 @@ class Carrier:
     async def hangup(self, call: Call) -> None:
         if call.provider_call_id:
             await self.rest.hangup(call.provider_call_id)
+
+    async def reject(self, call: Call) -> None:
+        sid = call.provider_call_id or ""
+        if sid in self._pending:
+            return  # the webhook being answered replies <Reject>: the caller is never billed
+        await self.hangup(call)
 
     async def get_status(self, provider_call_id: str) -> RemoteStatus:
         resource = await self.rest.fetch_call(provider_call_id)

@@ -18,7 +18,8 @@ status ``failed``, and only the verbs the gateway uses are simulated.
 """
 
 from voicecall.testing.fake_twilio._audio import mulaw_encode, rms, silence, tone_burst
-from voicecall.testing.fake_twilio._fake import APP_ERROR_SPEECH, CONFIDENCE, FakeTwilio
+from voicecall.testing.fake_twilio._engine import APP_ERROR_SPEECH, CONFIDENCE
+from voicecall.testing.fake_twilio._fake import FakeTwilio
 from voicecall.testing.fake_twilio._model import (
     AnswerMode,
     AppError,

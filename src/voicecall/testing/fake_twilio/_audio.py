@@ -74,8 +74,9 @@ def tone_burst(text: str, *, words_ms: int = 60, min_ms: int = 300, max_ms: int 
     samples = []
     for i in range(n):
         t = i / SAMPLE_RATE
-        # A slow envelope makes it syllable-like and avoids clicks at the edges.
-        env = 0.6 + 0.4 * math.sin(2 * math.pi * 4 * t)
+        # A slow envelope makes it syllable-like but never dips below an energy
+        # detector's threshold (~0.035 RMS), so one reply stays one utterance.
+        env = 0.75 + 0.25 * math.sin(2 * math.pi * 4 * t)
         edge = min(1.0, i / 80, (n - i) / 80)
         value = peak * env * edge * (0.7 * math.sin(2 * math.pi * f1 * t)
                                      + 0.3 * math.sin(2 * math.pi * f2 * t))

@@ -209,7 +209,7 @@ class FakeCall:
     clears: list[ClearRecord] = field(default_factory=list)
     outbound_audio: bytearray = field(default_factory=bytearray)  # media the gateway sent
     errors: list[AppError] = field(default_factory=list)
-    hung_up_by: str | None = None  # api | callee | twiml | error | fake
+    hung_up_by: str | None = None  # api | callee | twiml | error | timeout
     signature_override: str | None = None  # per-call X-Twilio-Signature value
     deleted: bool = False
     sequence: int = 0  # next status-callback SequenceNumber

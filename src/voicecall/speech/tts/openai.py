@@ -22,7 +22,6 @@ import httpx
 
 from voicecall.audio.g711 import pcm16_to_mulaw
 from voicecall.audio.resample import StreamResampler, pcm16_bytes
-from voicecall.errors import ProviderError
 from voicecall.speech.tts import _common as c
 from voicecall.speech.tts.base import TtsCapabilities
 
@@ -120,7 +119,3 @@ def create(cfg: Mapping[str, Any]) -> TTS:
     return TTS(key, model=model, voice=voice, instructions=instructions, speed=speed,
                base_url=c.base_url(cfg, PROVIDER_ID, DEFAULT_BASE_URL),
                read_timeout_s=c.read_timeout_s(cfg, PROVIDER_ID))
-
-
-def _unused(_: ProviderError) -> None:  # pragma: no cover - keeps the import explicit
-    return None

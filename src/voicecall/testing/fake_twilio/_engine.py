@@ -81,6 +81,17 @@ def new_sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
 
+def _gathered_digits(pressed: str, gather: Gather) -> dict[str, str]:
+    """``Digits``/``FinishedOnKey`` as Twilio reports them for keys pressed into a Gather."""
+    key = gather.finish_on_key
+    finished = ""
+    if key and key in pressed:
+        pressed, finished = pressed[:pressed.index(key)], key
+    if gather.num_digits and len(pressed) > gather.num_digits:
+        pressed = pressed[:gather.num_digits]
+    return {"Digits": pressed, "FinishedOnKey": finished}
+
+
 class CallEngine:
     """Simulates calls; ``FakeTwilio`` adds the server and the public test API."""
 
@@ -246,7 +257,7 @@ class CallEngine:
         self._log(call.sid, "twiml.replaced", url=url)
         try:
             if url is not None:
-                doc = await self._fetch_twiml(call, "voice", url, method)
+                doc = await self._fetch_twiml(call, "update", url, method)
                 await self._execute(call, doc, url)
             else:
                 assert twiml is not None
@@ -305,19 +316,18 @@ class CallEngine:
         """Request TwiML from the gateway; any failure is an application error."""
         params = self._base_params(call)
         params.update(extra or {})
-        error = await self._try_fetch(call, kind, url, method, params)
-        if isinstance(error, str):
-            return error
+        result = await self._try_fetch(call, kind, url, method, params)
+        if isinstance(result, str):
+            return result
         if kind == "voice" and call.fallback_url and call.direction == "outbound-api":
-            code, message = error
+            code, message = result
             params.update({"ErrorCode": str(code), "ErrorUrl": url})
-            fallback = await self._try_fetch(call, "fallback", call.fallback_url,
-                                             call.fallback_method, params)
+            result = await self._try_fetch(call, "fallback", call.fallback_url,
+                                           call.fallback_method, params)
             call.errors.append(AppError(code, message))
-            if isinstance(fallback, str):
-                return fallback
-            error = fallback
-        self._fail_app(call, *error)
+            if isinstance(result, str):
+                return result
+        self._fail_app(call, *result)
 
     async def _try_fetch(self, call: FakeCall, kind: str, url: str, method: str,
                          params: dict[str, str]) -> str | tuple[int, str]:
@@ -452,9 +462,7 @@ class CallEngine:
             if isinstance(reply, Press):
                 call.callee_said.append(f"dtmf:{reply.digits}")
                 if "dtmf" in verb.input:
-                    params = {"Digits": reply.digits.rstrip(verb.finish_on_key or "#"),
-                              "FinishedOnKey": verb.finish_on_key if reply.digits.endswith(
-                                  verb.finish_on_key or "#") else ""}
+                    params = _gathered_digits(reply.digits, verb)
             else:
                 call.callee_said.append(reply)
                 if "speech" in verb.input:

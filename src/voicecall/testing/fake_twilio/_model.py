@@ -114,7 +114,9 @@ class RestRequest:
 class SentWebhook:
     """One HTTP request the fake made to the gateway, and what came back."""
 
-    kind: str  # status | voice | gather | redirect | action | fallback | raw
+    # status | voice (Url on create / inbound) | update (Url= on a REST update) | gather |
+    # redirect | action (<Connect action>) | fallback | raw (send_webhook / replay)
+    kind: str
     method: str
     url: str  # the public URL, as signed
     target: str  # where it was actually delivered (after rewriting)

@@ -254,3 +254,19 @@ async def test_hangup_via_rest_sends_stop_then_completed_callback(
     # Twilio order: the stream stops before the completed callback goes out.
     assert kinds.index("stream.ended") < len(kinds) - 1 - kinds[::-1].index("webhook")
     assert call.stream is not None and call.stream.end_reason == "stop"
+
+
+async def test_stream_controls_wait_for_a_dial_in_flight(gateway: MiniGateway,
+                                                        fake: FakeTwilio) -> None:
+    gateway.twiml("/voice", connect_stream(STREAM_URL))
+    sid = await fake.place_inbound("+15551230000", "+15557654321", f"{PUBLIC}/voice")
+    call = fake.calls[sid]
+    await fake.wait_for(lambda: call.streams)  # dialling has begun, maybe not finished
+    await fake.drop_stream(sid)  # waits for the dial instead of failing
+    assert call.streams[0].end_reason == "dropped"
+    await fake.reconnect_stream(sid)
+    record = await fake.wait_for_stream(sid)
+    assert record is call.streams[1] and record.connected
+    await fake.hangup(sid)  # the caller hangs up: stop, then the call is over
+    await fake.wait_for(lambda: record.end_reason == "stop")
+    assert call.status == "completed" and call.hung_up_by == "callee"

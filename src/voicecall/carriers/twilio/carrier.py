@@ -350,7 +350,8 @@ class Carrier:
                 pause_s=self.config.outbound.notify_hangup_delay_sec))
         if self.config.streaming.enabled and sid not in self._streams:
             return _twiml(twiml.connect_stream(
-                self.stream_url(), parameters={"token": self.stream_token(sid)}))
+                self.stream_url(), parameters={"token": self.stream_token(sid)},
+                then_redirect=self._url(callId=call.call_id)))
         if expects_reply or any(e.type == "call.dtmf" for e in events):
             try:
                 return _twiml(await asyncio.wait_for(asyncio.shield(pending), HOLD_S))

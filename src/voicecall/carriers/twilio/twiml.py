@@ -139,13 +139,20 @@ def gather(action_url: str, *, language: str = "en-US",
     return _render(root)
 
 
-def connect_stream(stream_url: str, *, parameters: Mapping[str, str] | None = None) -> str:
+def connect_stream(stream_url: str, *, parameters: Mapping[str, str] | None = None,
+                   then_redirect: str | None = None) -> str:
     """Bidirectional Media Stream. Auth data goes in ``<Parameter>``s because Twilio
-    drops query strings from stream URLs; they arrive in ``start.customParameters``."""
+    drops query strings from stream URLs; they arrive in ``start.customParameters``.
+
+    ``then_redirect``: where Twilio goes when the socket closes. Pointing it back at
+    the webhook lets a dropped stream be re-established inside the disconnect grace.
+    """
     root = ET.Element("Response")
     stream = _el(_el(root, "Connect"), "Stream", url=stream_url)
     for name, value in (parameters or {}).items():
         _el(stream, "Parameter", name=name, value=value)
+    if then_redirect:
+        _el(root, "Redirect", then_redirect, method="POST")
     return _render(root)
 
 

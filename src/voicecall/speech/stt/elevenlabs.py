@@ -312,7 +312,11 @@ class ElevenLabsSttSession:
 
     # -- Protocol ----------------------------------------------------------------
     async def wait_ready(self) -> None:
-        await asyncio.shield(self._ready)
+        try:
+            await asyncio.shield(self._ready)
+        except ProviderError as exc:  # a fresh exception per waiter, same facts
+            raise ProviderError(str(exc), retryable=exc.retryable,
+                                status_code=exc.status_code) from None
 
     async def send_audio(self, mulaw: bytes) -> None:
         if self._closing or self._finished:

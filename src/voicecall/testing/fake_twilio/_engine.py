@@ -148,9 +148,12 @@ class CallEngine:
                   to=call.to)
         return live
 
-    def _session(self, call_sid: str) -> tuple[FakeCall, StreamSession]:
+    async def _session(self, call_sid: str) -> tuple[FakeCall, StreamSession]:
+        """The call's open stream; a dial still in flight is waited for, not an error."""
         call = self.calls[call_sid]
         session = self._live[call_sid].session
+        if session is not None:
+            await asyncio.wait_for(session.dialled.wait(), self.timings.webhook_timeout)
         if session is None or not session.is_open:
             raise RuntimeError(f"{call_sid} has no open media stream")
         return call, session

@@ -33,6 +33,7 @@ from voicecall.testing.fake_twilio._model import (
     FakeEvent,
     RestRequest,
     SentWebhook,
+    StreamRecord,
     Timings,
 )
 from voicecall.testing.fake_twilio._rest import API_VERSION, RestApi
@@ -288,7 +289,7 @@ class FakeTwilio(CallEngine):
 
     async def speak(self, call_sid: str, speech: str | bytes) -> None:
         """The callee says something now on the media stream (text -> script audio)."""
-        call, session = self._session(call_sid)
+        call, session = await self._session(call_sid)
         if isinstance(speech, str):
             call.callee_said.append(speech)
             speech = self._audio_for(call, speech)
@@ -296,13 +297,13 @@ class FakeTwilio(CallEngine):
 
     async def press(self, call_sid: str, digits: str) -> None:
         """The callee presses keys now; sent as ``dtmf`` frames on the media stream."""
-        call, session = self._session(call_sid)
+        call, session = await self._session(call_sid)
         call.callee_said.append(f"dtmf:{digits}")
         await session.press(digits)
 
     async def drop_stream(self, call_sid: str) -> None:
         """Kill the media stream's TCP connection (no ``stop``); the call stays up."""
-        _, session = self._session(call_sid)
+        _, session = await self._session(call_sid)
         session.drop()
         await session.closed.wait()
 
@@ -319,6 +320,20 @@ class FakeTwilio(CallEngine):
         stream = call.stream
         assert stream is not None
         return stream.stream_sid
+
+    async def wait_for_stream(self, call_sid: str, timeout: float = 5.0,  # noqa: ASYNC109
+                              ) -> StreamRecord:
+        """Wait until the call's media stream is up (``start`` sent); its record."""
+        call = self.calls[call_sid]
+
+        def up() -> bool:
+            live = self._live[call_sid].session
+            return live is not None and live.is_open and live.started
+
+        await self.wait_for(up, timeout, what=f"{call_sid} media stream up")
+        stream = call.stream
+        assert stream is not None
+        return stream
 
     # The timeout parameter is part of the documented test API (mirrors asyncio.wait_for).
     async def wait_for(self, predicate: Callable[[], object], timeout: float = 5.0, *,  # noqa: ASYNC109

@@ -73,6 +73,8 @@ class StreamSession:
         self.record = record
         self.ws: ClientConnection | None = None
         self.closed = asyncio.Event()
+        self.dialled = asyncio.Event()  # open() has finished, successfully or not
+        self.started = False  # connected + start have been sent
         self._end_reason: str | None = None  # set when the fake ends the stream itself
         self._tasks: list[asyncio.Task[None]] = []
         self._seq = 0
@@ -109,6 +111,12 @@ class StreamSession:
 
     async def open(self, target: Target, signature: str, headers: dict[str, str]) -> bool:
         """Dial the gateway; False (with the reason recorded) if the upgrade fails."""
+        try:
+            return await self._open(target, signature, headers)
+        finally:
+            self.dialled.set()
+
+    async def _open(self, target: Target, signature: str, headers: dict[str, str]) -> bool:
         host = target.host_header
         local = _split_hostport(target.local)
         uri = target.local
@@ -147,6 +155,7 @@ class StreamSession:
         except ConnectionClosed:
             self._finish()
             return True
+        self.started = True
         self.host._log(self.call.sid, "stream.started", stream_sid=self.stream_sid)
         name = f"{self.call.sid}:{self.stream_sid}"
         self._tasks = [

@@ -1,0 +1,598 @@
+"""Shared plumbing for streaming STT providers that speak a WebSocket protocol.
+
+``WsSttSession`` is one call's connection. It is generic; a provider module
+subclasses it and fills in the hooks (``on_open``, ``on_text``,
+``encode_audio``, ...). What it does for every provider:
+
+- connects in the background (``start``), with the provider's headers, a
+  connect timeout and a ready timeout;
+- queues audio handed to ``send_audio`` before the provider is ready, bounded
+  by bytes (2 MiB by default, as OpenClaw's websocket session); when the bound
+  is hit the oldest audio goes first, and that is logged (once) and counted in
+  ``dropped_bytes``, never silent. The queue is flushed, in order, the moment
+  the provider is ready;
+- reads server messages in one task and turns them into ``SttEvent``s through
+  ``on_text``; ``events()`` yields them and always ends with exactly one
+  ``closed`` event;
+- turns a connection that the server drops or closes into an ``error`` event
+  followed by ``closed`` (no hang, no reconnect: reconnect policy is none;
+  the caller decides what to do with a dead session);
+- ``aclose`` is idempotent: it sends the provider's "end of audio" message if
+  it has one, gives the server a moment to flush and close, then closes.
+
+Errors are ``ProviderError`` and never contain the API key: messages that
+come from the server are passed through ``redact``.
+
+The module also holds the config helpers the provider ``create`` functions
+share (``ProviderConfig``) and ``ws_url`` for ``baseUrl``/``endpoint`` overrides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic.alias_generators import to_snake
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.protocol import State
+
+from voicecall.config.secret import Secret
+from voicecall.errors import ConfigError, ProviderError
+from voicecall.speech.stt.base import SttEvent, SttEventType
+
+__all__ = [
+    "CLOSE_TIMEOUT_S",
+    "CONNECT_TIMEOUT_S",
+    "DEFAULT_MAX_QUEUED_BYTES",
+    "READY_TIMEOUT_S",
+    "ProviderConfig",
+    "WsSttSession",
+    "handshake_error",
+    "redact",
+    "ws_url",
+]
+
+log = logging.getLogger("voicecall.stt")
+
+DEFAULT_MAX_QUEUED_BYTES = 2 * 1024 * 1024  # 2 MiB of mu-law is ~4.4 minutes
+CONNECT_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 2.0
+USER_AGENT = "voicecall"
+# Close codes after which trying again later may well work.
+RETRYABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
+_MAX_DETAIL = 300
+
+
+# --------------------------------------------------------------------------- config
+
+
+class ProviderConfig:
+    """Typed reads of a raw ``<section>.providers.<id>`` blob.
+
+    Keys are read as users write them (camelCase), with the snake_case
+    spelling accepted too; every error names the full key path.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], provider_id: str,
+                 section: str = "streaming") -> None:
+        if not isinstance(cfg, Mapping):
+            raise ConfigError("must be an object", path=f"{section}.providers.{provider_id}")
+        self.cfg = cfg
+        self.provider_id = provider_id
+        self.section = section
+
+    def path(self, key: str) -> str:
+        return f"{self.section}.providers.{self.provider_id}.{key}"
+
+    def raw(self, key: str) -> Any:
+        value = self.cfg.get(key)
+        if value is None:
+            value = self.cfg.get(to_snake(key))
+        return value
+
+    def api_key(self, env_names: Sequence[str]) -> str:
+        value = self.raw("apiKey")
+        if isinstance(value, Secret):
+            value = value.reveal()
+        if value is not None and not isinstance(value, str):
+            raise ConfigError("must be a string", path=self.path("apiKey"))
+        value = (value or "").strip()
+        if not value:
+            env = " or ".join(env_names)
+            hint = f"set {self.path('apiKey')} or the {env} environment variable" if env \
+                else f"set {self.path('apiKey')}"
+            raise ConfigError(f"missing API key ({hint})", path=self.path("apiKey"))
+        return value
+
+    def get_str(self, key: str, default: str | None = None) -> str | None:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise ConfigError("must be a string", path=self.path(key))
+        value = value.strip()
+        return value or default
+
+    def get_choice(self, key: str, default: str, allowed: Sequence[str]) -> str:
+        value = self.get_str(key, default) or default
+        if value not in allowed:
+            raise ConfigError(f"unsupported value {value!r}", path=self.path(key), allowed=allowed)
+        return value
+
+    def get_bool(self, key: str, default: bool) -> bool:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError("must be true or false", path=self.path(key))
+        return value
+
+    def get_number(self, key: str, default: float, *, minimum: float | None = None,
+                   maximum: float | None = None) -> float:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError("must be a number", path=self.path(key))
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"must be >= {minimum:g}", path=self.path(key))
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"must be <= {maximum:g}", path=self.path(key))
+        return float(value)
+
+    def get_int(self, key: str, default: int, *, minimum: int | None = None,
+                maximum: int | None = None) -> int:
+        value = self.get_number(key, default, minimum=minimum, maximum=maximum)
+        if not float(value).is_integer():
+            raise ConfigError("must be a whole number", path=self.path(key))
+        return int(value)
+
+    def get_str_list(self, key: str) -> list[str]:
+        value = self.raw(key)
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError("must be a list of strings", path=self.path(key))
+        return [v.strip() for v in value if v.strip()]
+
+    def url(self, default: str, path: str, query: Sequence[tuple[str, str]]) -> str:
+        """The WebSocket URL: ``endpoint`` (used as is) > ``baseUrl`` (+ ``path``) > default."""
+        endpoint = self.get_str("endpoint")
+        base = self.get_str("baseUrl")
+        key, source, suffix = ("endpoint", endpoint, "") if endpoint else \
+            ("baseUrl", base, path) if base else ("", default, path)
+        assert source is not None
+        try:
+            return ws_url(source, suffix, query)
+        except ValueError as exc:
+            raise ConfigError(str(exc), path=self.path(key or "baseUrl")) from None
+
+
+def ws_url(base: str, path: str = "", query: Sequence[tuple[str, str]] = ()) -> str:
+    """``base`` as a ws(s) URL ending in ``path``, with ``query`` added.
+
+    http/https become ws/wss. ``path`` is appended only as far as ``base`` does
+    not already end with it, so ``https://api.x.ai/v1`` + ``/v1/stt`` and
+    ``wss://api.x.ai/v1/stt`` + ``/v1/stt`` both give ``wss://api.x.ai/v1/stt``.
+    Query parameters already in ``base`` are kept; ``query`` ones are added.
+    """
+    parts = urlsplit(base.strip())
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"not a ws://, wss://, http:// or https:// URL: {base!r}")
+    have = [s for s in parts.path.split("/") if s]
+    want = [s for s in path.split("/") if s]
+    overlap = 0
+    for k in range(min(len(have), len(want)), 0, -1):
+        if have[-k:] == want[:k]:
+            overlap = k
+            break
+    segments = have + want[overlap:]
+    new_path = "/" + "/".join(segments) if segments else ""
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    names = {k for k, _ in query}
+    pairs = [(k, v) for k, v in pairs if k not in names] + list(query)
+    return urlunsplit((scheme, parts.netloc, new_path, urlencode(pairs), ""))
+
+
+def query_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+# --------------------------------------------------------------------------- errors
+
+# A key echoed back partly masked ("sk-ab***yz", "xa***ey"): drop the whole token.
+_MASKED_KEY = re.compile(r"\S*\*{2,}\S*")
+
+
+def redact(text: str, *secrets: str) -> str:
+    """``text`` without any of ``secrets`` or masked key fragments, shortened."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    text = _MASKED_KEY.sub("[redacted]", text)
+    return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "..."
+
+
+def _body_detail(body: bytes | bytearray | None) -> str:
+    if not body:
+        return ""
+    text = bytes(body).decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return " ".join(text.split())[:200]
+    if isinstance(data, dict):
+        for key in ("err_msg", "error", "message", "description", "detail"):
+            value = data.get(key)
+            if isinstance(value, dict):
+                value = value.get("message")
+            if isinstance(value, str) and value:
+                code = data.get("err_code") or data.get("code")
+                return f"{code}: {value}" if isinstance(code, str) and code else value
+    return " ".join(text.split())[:200]
+
+
+def handshake_error(provider: str, exc: InvalidStatus, *secrets: str) -> ProviderError:
+    """A ``ProviderError`` for a refused WebSocket upgrade (401, 400, 429, ...)."""
+    status = exc.response.status_code
+    detail = _body_detail(exc.response.body)
+    message = f"{provider}: connection refused with HTTP {status}"
+    if detail:
+        message += f": {detail}"
+    return ProviderError(redact(message, *secrets), retryable=status == 429 or status >= 500,
+                         status_code=status)
+
+
+def close_error(provider: str, exc: ConnectionClosed, *secrets: str) -> ProviderError:
+    code = exc.rcvd.code if exc.rcvd is not None else 1006
+    reason = exc.rcvd.reason if exc.rcvd is not None else ""
+    what = "closed by the server" if exc.rcvd is not None else "lost"
+    message = f"{provider}: connection {what} (code {code}" + (f": {reason})" if reason else ")")
+    return ProviderError(redact(message, *secrets), retryable=code in RETRYABLE_CLOSE_CODES)
+
+
+# --------------------------------------------------------------------------- session
+
+
+class WsSttSession:
+    """One STT connection for one call. Subclasses implement the vendor protocol.
+
+    Hooks (all optional except ``on_text``):
+
+    - ``on_open``: right after the upgrade; send configuration messages.
+    - ``on_text``: each JSON object the server sends. Call ``emit`` for events,
+      ``await self.mark_ready()`` when the provider accepts audio, and raise
+      ``ProviderError`` for a fatal error (the session then ends).
+    - ``encode_audio``: a mu-law chunk as the frame to send (bytes or text).
+    - ``keepalive_message`` / ``finish_message``: text frames for idle periods
+      and for the end of audio.
+    - ``flush_pending``: called once before ``closed``; emit any text still held.
+    """
+
+    provider = "stt"
+    ready_on_open = False       # the provider accepts audio as soon as the socket is open
+
+    def __init__(self, *, call_id: str, url: str, headers: Mapping[str, str], secret: str,
+                 connect_timeout: float = CONNECT_TIMEOUT_S,
+                 ready_timeout: float = READY_TIMEOUT_S,
+                 close_timeout: float = CLOSE_TIMEOUT_S,
+                 max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+                 keepalive_s: float | None = None) -> None:
+        self.call_id = call_id
+        self.url = url
+        self._headers = dict(headers)
+        self._secret = secret
+        self._connect_timeout = connect_timeout
+        self._ready_timeout = ready_timeout
+        self._close_timeout = close_timeout
+        self._max_queued = max_queued_bytes
+        self._keepalive_s = keepalive_s
+        self._events: asyncio.Queue[SttEvent] = asyncio.Queue()
+        self._ready = asyncio.Event()           # set when ready *or* failed before ready
+        self._ready_error: ProviderError | None = None
+        self._is_ready = False
+        self._live = False                      # queue flushed; audio goes straight out
+        self._pending: deque[bytes] = deque()
+        self._pending_bytes = 0
+        self._ws: ClientConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._aclose_started = False
+        self._aclose_done = asyncio.Event()
+        self._closed_emitted = False
+        self._closed_delivered = False
+        self._last_type: SttEventType | None = None
+        self._last_send = time.monotonic()
+        self._warned: set[str] = set()
+        self.sent_bytes = 0          # mu-law bytes handed to the socket
+        self.dropped_bytes = 0       # mu-law bytes never sent (queue overflow, after close)
+
+    # ---------------------------------------------------------------- hooks
+
+    async def on_open(self) -> None:
+        return None
+
+    async def on_text(self, data: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def on_binary(self, data: bytes) -> None:
+        log.debug("stt.unexpected_binary", extra={"provider": self.provider, "bytes": len(data)})
+
+    def encode_audio(self, mulaw: bytes) -> str | bytes:
+        return mulaw
+
+    def keepalive_message(self) -> str | None:
+        return None
+
+    def finish_message(self) -> str | None:
+        return None
+
+    def flush_pending(self) -> None:
+        return None
+
+    # ---------------------------------------------------------------- for subclasses
+
+    def emit(self, type_: SttEventType, text: str = "", confidence: float | None = None) -> None:
+        if self._closed_emitted:
+            return
+        self._last_type = type_
+        self._events.put_nowait(SttEvent(type_, text, confidence))
+
+    async def send_text(self, message: str) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        await ws.send(message)
+        self._last_send = time.monotonic()
+
+    async def send_json(self, obj: Mapping[str, Any]) -> None:
+        await self.send_text(json.dumps(obj, separators=(",", ":")))
+
+    def error_text(self, text: str) -> str:
+        return redact(text, self._secret)
+
+    async def mark_ready(self) -> None:
+        """The provider accepts audio: flush the queue in order, then go live."""
+        if self._is_ready or self._ready_error is not None:
+            return
+        self._is_ready = True
+        while self._pending:
+            chunk = self._pending.popleft()
+            self._pending_bytes -= len(chunk)
+            await self._transmit(chunk)
+        self._live = True
+        self._ready.set()
+        self.emit("ready")
+        log.debug("stt.ready", extra={"provider": self.provider, "call_id": self.call_id})
+        if self._keepalive_s and self.keepalive_message() is not None:
+            self._keepalive_task = asyncio.get_running_loop().create_task(
+                self._keepalive(self._keepalive_s))
+
+    # ---------------------------------------------------------------- public API
+
+    @property
+    def ready(self) -> bool:
+        return self._is_ready
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._pending_bytes
+
+    def start(self) -> None:
+        """Connect in the background; ``wait_ready`` tells how it went."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"stt-{self.provider}-{self.call_id}")
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+        err = self._ready_error
+        if err is not None:
+            raise ProviderError(str(err), retryable=err.retryable, status_code=err.status_code)
+
+    async def send_audio(self, mulaw: bytes) -> None:
+        if not mulaw:
+            return
+        if self._closing or self._closed_emitted or self._ready_error is not None:
+            self._drop(len(mulaw), "session closed")
+            return
+        if not self._live:
+            self._pending.append(bytes(mulaw))
+            self._pending_bytes += len(mulaw)
+            while self._pending_bytes > self._max_queued and self._pending:
+                old = self._pending.popleft()
+                self._pending_bytes -= len(old)
+                self._drop(len(old), "pre-ready queue full, oldest audio dropped")
+            return
+        await self._transmit(mulaw)
+
+    async def events(self) -> AsyncIterator[SttEvent]:
+        while not self._closed_delivered:
+            ev = await self._events.get()
+            if ev.type == "closed":
+                self._closed_delivered = True
+            yield ev
+
+    async def aclose(self) -> None:
+        if self._aclose_started:
+            await self._aclose_done.wait()
+            return
+        self._aclose_started = True
+        self._closing = True
+        try:
+            task, ws = self._task, self._ws
+            if task is not None and not task.done():
+                if ws is not None and self._live:
+                    finish = self.finish_message()
+                    if finish is not None:
+                        with contextlib.suppress(ConnectionClosed):
+                            await ws.send(finish)
+                        # Let the server flush its last results and close.
+                        await asyncio.wait({task}, timeout=self._close_timeout)
+                if not task.done() and ws is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(ws.close(), self._close_timeout)
+                    await asyncio.wait({task}, timeout=self._close_timeout)
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await self._stop_keepalive()
+            self._finish()
+        finally:
+            self._aclose_done.set()
+
+    # ---------------------------------------------------------------- internals
+
+    def _drop(self, n: int, why: str) -> None:
+        self.dropped_bytes += n
+        if why not in self._warned:
+            self._warned.add(why)
+            log.warning("stt.audio_dropped", extra={"provider": self.provider,
+                                                    "call_id": self.call_id, "why": why})
+
+    async def _transmit(self, mulaw: bytes) -> None:
+        ws = self._ws
+        if ws is None:
+            self._drop(len(mulaw), "no connection")
+            return
+        try:
+            await ws.send(self.encode_audio(mulaw))
+        except ConnectionClosed:
+            self._drop(len(mulaw), "connection closed")   # the reader reports the close
+            return
+        self.sent_bytes += len(mulaw)
+        self._last_send = time.monotonic()
+
+    async def _keepalive(self, interval: float) -> None:
+        while True:
+            idle = time.monotonic() - self._last_send
+            if idle >= interval:
+                message = self.keepalive_message()
+                if message is None:
+                    return
+                try:
+                    await self.send_text(message)
+                except ConnectionClosed:
+                    return
+                idle = 0.0
+            await asyncio.sleep(interval - idle)
+
+    async def _stop_keepalive(self) -> None:
+        task, self._keepalive_task = self._keepalive_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _connect(self) -> ClientConnection:
+        host = urlsplit(self.url).netloc
+        try:
+            return await asyncio.wait_for(
+                connect(self.url, additional_headers=self._headers, user_agent_header=USER_AGENT,
+                        open_timeout=None, close_timeout=self._close_timeout,
+                        max_size=4 * 1024 * 1024),
+                self._connect_timeout)
+        except InvalidStatus as exc:
+            raise handshake_error(self.provider, exc, self._secret) from None
+        except TimeoutError:
+            raise ProviderError(f"{self.provider}: no connection to {host} after "
+                                f"{self._connect_timeout:g} s", retryable=True) from None
+        except (OSError, WebSocketException) as exc:
+            raise ProviderError(self.error_text(f"{self.provider}: cannot connect to {host}: "
+                                                f"{type(exc).__name__}: {exc}"),
+                                retryable=True) from None
+
+    async def _run(self) -> None:
+        try:
+            self._ws = await self._connect()
+            log.debug("stt.connected", extra={"provider": self.provider, "call_id": self.call_id})
+            await self.on_open()
+            if self.ready_on_open:
+                await self.mark_ready()
+            await self._read(self._ws)
+        except ProviderError as exc:
+            self._fail(exc)
+        except ConnectionClosed as exc:
+            if not self._closing:
+                self._fail(close_error(self.provider, exc, self._secret))
+        except Exception as exc:  # a bug or a malformed message: report it, do not hang
+            log.debug("stt.session_failed", exc_info=True)
+            self._fail(ProviderError(self.error_text(
+                f"{self.provider}: {type(exc).__name__}: {exc}"), retryable=True))
+        finally:
+            ws = self._ws
+            if ws is not None and ws.state is not State.CLOSED:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+            await self._stop_keepalive()
+            self._finish()
+
+    async def _read(self, ws: ClientConnection) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._ready_timeout
+        while True:
+            try:
+                if self._is_ready:
+                    message = await ws.recv()
+                else:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise ProviderError(f"{self.provider}: not ready within "
+                                            f"{self._ready_timeout:g} s", retryable=True)
+                    message = await asyncio.wait_for(ws.recv(), remaining)
+            except TimeoutError:
+                continue
+            except ConnectionClosed as exc:
+                if self._closing:
+                    return
+                raise close_error(self.provider, exc, self._secret) from None
+            if isinstance(message, bytes):
+                await self.on_binary(message)
+                continue
+            try:
+                data = json.loads(message)
+            except ValueError:
+                log.debug("stt.bad_json", extra={"provider": self.provider})
+                continue
+            if isinstance(data, dict):
+                await self.on_text(data)
+
+    def _fail(self, exc: ProviderError) -> None:
+        if not self._is_ready and self._ready_error is None:
+            self._ready_error = exc
+            self._ready.set()
+        if self._last_type != "error":
+            self.emit("error", str(exc))
+        log.warning("stt.failed", extra={"provider": self.provider, "call_id": self.call_id,
+                                         "why": str(exc)})
+
+    def _finish(self) -> None:
+        if self._closed_emitted:
+            return
+        with contextlib.suppress(Exception):
+            self.flush_pending()
+        if not self._is_ready and self._ready_error is None:
+            self._ready_error = ProviderError(f"{self.provider}: session closed before it was "
+                                              "ready")
+            self._ready.set()
+        if self._pending:
+            self._drop(self._pending_bytes, "session closed before ready")
+            self._pending.clear()
+            self._pending_bytes = 0
+        self.emit("closed")
+        self._closed_emitted = True

@@ -50,6 +50,3 @@ async def collect_events(session: SttSession, *, until: str = "closed", count: i
 def collect() -> Collect:
     return collect_events
 
-
-def types(events: list[SttEvent]) -> list[str]:
-    return [ev.type for ev in events]

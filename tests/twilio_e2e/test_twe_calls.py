@@ -116,3 +116,48 @@ async def test_inbound_allowlist_rejects_unlisted_and_suffix(tmp_path: Path) -> 
                 await r.fake.wait_for(lambda fc=fake_call: fc.twiml_executed)
                 assert "<Reject" in fake_call.twiml_executed[0]
     await asyncio.wait_for(run(), BOUND)
+
+
+async def test_pre_connect_dtmf_then_greeting_and_dtmf_after_connect(tmp_path: Path) -> None:
+    callee = CalleeScript(replies=["I'm in the meeting now.", "Goodbye."])
+
+    async def run() -> None:
+        async with rig(tmp_path, callee=callee, ringTimeoutMs=45000) as r:
+            placed = await r.rpc("voicecall.start", {
+                "to": CALLEE, "message": "Hi, joining now.", "mode": "conversation",
+                "dtmfSequence": "ww1234#"})
+            fake_call = r.fake.latest_call
+            await r.fake.wait_for(lambda: fake_call.heard, 10)
+            create = next(q for q in fake_call.requests if q.method == "POST")
+            assert create.form["Timeout"] == "45"  # ringTimeoutMs honoured
+            # The digits were played first, then the greeting.
+            assert fake_call.digits_played == ["ww1234#"]
+            assert fake_call.heard[0] == "Hi, joining now."
+            first_doc = fake_call.twiml_executed[0]
+            assert "<Play" in first_doc and "<Redirect" in first_doc and "<Say" not in first_doc
+            # DTMF after connect (no stream): <Play digits> then back to the webhook.
+            await r.wait_call(placed["callId"], lambda c: len(c.transcript) >= 2)
+            result = await r.rpc("voicecall.dtmf", {"callId": placed["callId"],
+                                                    "digits": "9,9"})
+            assert result == {"success": True}
+            await r.fake.wait_for(lambda: "9w9" in fake_call.digits_played, 5)
+            await r.wait_call(placed["callId"], lambda c: c.terminal, timeout=10)
+    await asyncio.wait_for(run(), BOUND)
+
+
+async def test_dtmf_sequence_requires_conversation_mode(tmp_path: Path) -> None:
+    async def run() -> None:
+        async with rig(tmp_path) as r:
+            import httpx
+
+            from voicecall.gateway.token import read_token
+            async with httpx.AsyncClient(trust_env=False) as http:
+                resp = await http.post(r.gateway.control_url, headers={
+                    "Authorization": f"Bearer {read_token(r.home)}"}, json={
+                    "jsonrpc": "2.0", "id": 1, "method": "voicecall.initiate",
+                    "params": {"to": CALLEE, "message": "x", "mode": "notify",
+                               "dtmfSequence": "123"}})
+            err = resp.json()["error"]
+            assert err["code"] == -32602 and "conversation" in err["message"]
+            assert not r.fake.calls  # nothing was dialled
+    await asyncio.wait_for(run(), BOUND)

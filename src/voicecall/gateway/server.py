@@ -109,6 +109,9 @@ async def _serve(loaded: LoadedConfig, home: Path, stop: asyncio.Event,
     if not _is_loopback(cfg.control.bind):
         log.warning("SECURITY WARNING: control listener bound to non-loopback %s",
                     cfg.control.bind)
+    if cfg.skip_signature_verification:
+        log.warning("SECURITY WARNING: skipSignatureVerification is on: carrier webhooks are "
+                    "NOT authenticated. Use it for local testing only.")
     token = ensure_token(home)
     webhook_sock = _bind(cfg.serve.bind, cfg.serve.port)
     try:

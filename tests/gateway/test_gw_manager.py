@@ -655,3 +655,26 @@ async def test_failed_initial_write_frees_capacity(tmp_path: Path) -> None:
             await wait_state(m, call.call_id, CallState.LISTENING)
     finally:
         store.close()
+
+
+@bounded()
+async def test_caller_keypresses_reach_the_agent_as_one_turn(tmp_path: Path) -> None:
+    cfg = make_config(inboundPolicy="open")
+    carrier = RecordingCarrier(FAST, [], hangup_after_replies=False)
+    responder = RecordingResponder()
+    async with running_manager(tmp_path, cfg, carrier, responder) as m:
+        pid = await carrier.simulate_inbound(CALLER, OUR_NUMBER)
+        await wait_until(lambda: carrier.callees[pid].heard, what="the greeting")
+        for key in "12":
+            await carrier.press(pid, key)
+        await carrier.press(pid, "#")  # '#' ends the entry at once
+        await wait_until(lambda: responder.requests, what="the keypad turn")
+        assert responder.requests[0].user_text == "[keypad] 12#"
+        call = m.get(pid)
+        assert call is not None and call.dtmf == ("1", "2", "#")
+        # Without '#', digits are delivered after a short pause.
+        await carrier.press(pid, "7")
+        await wait_until(lambda: len(responder.requests) == 2, limit_s=4,
+                         what="the timed keypad turn")
+        assert responder.requests[1].user_text == "[keypad] 7"
+        await m.end(call.call_id)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import cast
 
 import pytest
 from tts_helpers import ELEVEN_KEY, OPENAI_KEY, collect
@@ -228,7 +229,7 @@ async def test_mid_stream_failure_of_a_stub_is_raised() -> None:
 async def test_closing_early_closes_the_provider_stream() -> None:
     stub = Stub("s", gap=0.05)
     tts = FallbackTTS([stub])
-    stream = tts.synthesize(TEXT)
+    stream = cast(AsyncGenerator[bytes, None], tts.synthesize(TEXT))
     assert await anext(stream)
     await stream.aclose()  # barge-in
     assert stub.finished_streams == 1

@@ -7,7 +7,9 @@ import stat
 import subprocess
 import time
 import wave
+from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from tts_helpers import collect, level
@@ -23,7 +25,7 @@ def flite_samples_at_8k(binary: str, voice: str, text: str) -> int:
     out = subprocess.run([binary, "-voice", voice, "-o", "/dev/stdout", "-t", text],
                          capture_output=True, check=True, timeout=10).stdout
     with wave.open(io.BytesIO(out)) as wav:
-        return round(wav.getnframes() * 8000 / wav.getframerate())
+        return int(round(wav.getnframes() * 8000 / wav.getframerate()))
 
 
 def script(tmp_path: Path, body: str) -> str:
@@ -60,7 +62,8 @@ async def test_each_sentence_is_one_run_and_audio_adds_up(flite: str) -> None:
 
 async def test_stopping_early_cancels_the_look_ahead(flite: str) -> None:
     tts = local.create({"voice": "slt"})
-    stream = tts.synthesize("First sentence here. Second sentence here. Third one.")
+    stream = cast(AsyncGenerator[bytes, None],
+                  tts.synthesize("First sentence here. Second sentence here. Third one."))
     first = await anext(stream)
     started = time.monotonic()
     await stream.aclose()  # barge-in

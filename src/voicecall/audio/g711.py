@@ -1,9 +1,11 @@
-"""G.711 mu-law <-> 16-bit PCM with numpy lookup tables.
+"""G.711 mu-law and A-law <-> 16-bit PCM with numpy lookup tables.
 
 ``audioop`` is gone in Python 3.13, and a per-sample Python loop is far too
 slow for 8000 samples a second per call, so both directions are table
 lookups: decoding indexes a 256-entry table, encoding a 65536-entry one
-built once from the reference algorithm (ITU-T G.711).
+built once from the reference algorithm (ITU-T G.711, the Sun/CCITT code
+``audioop`` used), so the bytes are identical to ``audioop.lin2ulaw`` /
+``lin2alaw`` and the samples to ``ulaw2lin`` / ``alaw2lin``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 MULAW_SILENCE = 0xFF
+ALAW_SILENCE = 0xD5
 FRAME_MS = 20
 SAMPLE_RATE = 8000
 FRAME_BYTES = SAMPLE_RATE * FRAME_MS // 1000  # 160 mu-law bytes per 20 ms
@@ -53,6 +56,50 @@ def mulaw_to_pcm16(data: bytes) -> npt.NDArray[np.int16]:
 def pcm16_to_mulaw(samples: npt.NDArray[np.int16]) -> bytes:
     idx = samples.astype(np.int32) + 32768
     return bytes(ENCODE[idx].tobytes())
+
+
+def _alaw_decode_table() -> npt.NDArray[np.int16]:
+    a = np.arange(256, dtype=np.int32) ^ 0x55
+    t = (a & 0x0F) << 4
+    seg = (a & 0x70) >> 4
+    t = np.where(seg == 0, t + 8, t + 0x108)
+    t = np.where(seg > 1, t << np.maximum(seg - 1, 0), t)
+    sample = np.where((a & 0x80) != 0, t, -t)
+    return sample.astype(np.int16)
+
+
+def _alaw_encode_table() -> npt.NDArray[np.uint8]:
+    val = np.arange(-32768, 32768, dtype=np.int32) >> 3   # 13-bit
+    mask = np.where(val >= 0, 0xD5, 0x55)
+    val = np.where(val >= 0, val, -val - 1)
+    seg_end = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF])
+    seg = np.searchsorted(seg_end, val)
+    shift = np.where(seg < 2, 1, np.minimum(seg, 7))
+    aval = np.where(seg >= 8, 0x7F, (np.minimum(seg, 7) << 4) | ((val >> shift) & 0x0F))
+    table: npt.NDArray[np.uint8] = ((aval ^ mask) & 0xFF).astype(np.uint8)
+    return table
+
+
+ALAW_DECODE = _alaw_decode_table()
+ALAW_ENCODE = _alaw_encode_table()
+
+
+def alaw_to_pcm16(data: bytes) -> npt.NDArray[np.int16]:
+    return ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
+
+
+def pcm16_to_alaw(samples: npt.NDArray[np.int16]) -> bytes:
+    idx = samples.astype(np.int32) + 32768
+    return bytes(ALAW_ENCODE[idx].tobytes())
+
+
+def mulaw_to_alaw(data: bytes) -> bytes:
+    """Transcode mu-law to A-law through linear PCM (what a PCMU<->PCMA bridge does)."""
+    return pcm16_to_alaw(mulaw_to_pcm16(data))
+
+
+def alaw_to_mulaw(data: bytes) -> bytes:
+    return pcm16_to_mulaw(alaw_to_pcm16(data))
 
 
 def rms(data: bytes) -> float:

@@ -51,6 +51,8 @@ DEFAULT_GREETING = "Hello! How can I help you today?"
 DTMF_RE = re.compile(r"[0-9*#wWpP,]+")
 E164_RE = re.compile(r"\+[1-9][0-9]{1,14}")
 REAPER_INTERVAL_S = 30.0
+DTMF_FLUSH_S = 1.5          # digits typed within this gap form one keypad turn
+DTMF_PREFIX = "[keypad]"    # how keypresses read in the agent's conversation
 LIVE_STATES = (CallState.SPEAKING, CallState.LISTENING)
 
 
@@ -73,6 +75,8 @@ class _Live:
     turns: int = 0
     initial_in_flight: bool = False
     max_timer: asyncio.Task[None] | None = None
+    keys: str = ""             # caller DTMF collected for the agent
+    keys_flush: asyncio.Task[None] | None = None
 
 
 class CallManager:
@@ -435,8 +439,30 @@ class CallManager:
                 self._spawn(call.call_id, self._on_answered(call.call_id))
             elif eff.kind == "transcript-final":
                 await self._on_transcript(call, str(eff.data["transcript"]), event)
+            elif eff.kind == "dtmf":
+                self._on_keys(call, str(eff.data["digits"]))
             elif eff.kind == "finalize":
                 self._finalize_live(call)
+
+    def _on_keys(self, call: Call, digits: str) -> None:
+        """Caller keypresses reach the agent as one turn: on ``#`` or after a short pause."""
+        live = self._live.get(call.call_id)
+        if live is None:
+            return
+        live.keys += digits
+        if live.keys_flush is not None:
+            live.keys_flush.cancel()
+        delay = 0.0 if digits.endswith("#") else DTMF_FLUSH_S
+        live.keys_flush = self._spawn(call.call_id, self._flush_keys(call.call_id, delay))
+
+    async def _flush_keys(self, call_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        live = self._live.get(call_id)
+        if live is None or not live.keys:
+            return
+        keys, live.keys = live.keys, ""
+        call = self._calls[call_id]
+        await self._on_transcript(call, f"{DTMF_PREFIX} {keys}", None)
 
     def _finalize_live(self, call: Call) -> None:
         live = self._live.get(call.call_id)
@@ -592,7 +618,7 @@ class CallManager:
         except VoicecallError as exc:
             log.warning("listen.failed", extra={"call_id": call_id, "why": str(exc)})
 
-    async def _on_transcript(self, call: Call, text: str, event: CallEvent) -> None:
+    async def _on_transcript(self, call: Call, text: str, event: CallEvent | None) -> None:
         live = self._live.get(call.call_id)
         if live is None:
             return

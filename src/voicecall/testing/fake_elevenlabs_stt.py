@@ -300,8 +300,8 @@ class FakeElevenLabsSTT:
                                             "error": exc.error})
                 await ws.close(1008, exc.message_type)
                 return
-            if self.session_delay_s:
-                await asyncio.sleep(self.session_delay_s)
+            if self.session_delay_s and await _closed_within(ws, self.session_delay_s):
+                return
             await self._send(ws, conn, {"message_type": "session_started",
                                         "session_id": uuid.uuid4().hex, "config": conn.config})
             await self._serve(ws, conn, outbox)
@@ -455,3 +455,12 @@ def _words(text: str) -> list[dict[str, Any]]:
                     "logprob": -0.05})
         t += 0.3
     return out
+
+
+async def _closed_within(ws: ServerConnection, seconds: float) -> bool:
+    """Wait ``seconds`` (a configured delay) unless the client goes first; True if it went."""
+    try:
+        await asyncio.wait_for(ws.wait_closed(), seconds)
+    except TimeoutError:
+        return False
+    return True

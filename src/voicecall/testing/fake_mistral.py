@@ -244,8 +244,8 @@ class FakeMistral:
             conn.session = {"request_id": uuid.uuid4().hex, "model": model,
                             "audio_format": dict(DEFAULT_FORMAT),
                             "target_streaming_delay_ms": None}
-            if self.session_delay_s:
-                await asyncio.sleep(self.session_delay_s)
+            if self.session_delay_s and await _closed_within(ws, self.session_delay_s):
+                return
             await self._send(ws, conn, {"type": "session.created", "session": dict(conn.session)})
             await self._serve(ws, conn, outbox)
         except ConnectionClosed as exc:
@@ -460,3 +460,12 @@ def _decode(payload: bytes, encoding: str) -> npt.NDArray[np.int16]:
         return (np.frombuffer(payload, dtype="<i4") >> 16).astype(np.int16)
     floats = np.frombuffer(payload, dtype="<f4" if encoding == "pcm_f32le" else "<f2")
     return (np.clip(floats.astype(np.float64), -1.0, 1.0) * 32767).astype(np.int16)
+
+
+async def _closed_within(ws: ServerConnection, seconds: float) -> bool:
+    """Wait ``seconds`` (a configured delay) unless the client goes first; True if it went."""
+    try:
+        await asyncio.wait_for(ws.wait_closed(), seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import logging
 import math
+import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -127,6 +128,17 @@ class Carrier:
         merged = [*parse_qsl(parts.query, keep_blank_values=True), *query.items()]
         return urlunsplit(parts._replace(query=urlencode(merged)))
 
+    def _doc_url(self, call_id: str, turn_token: str | None = None) -> str:
+        """A webhook URL for a document's Redirect/Gather action, unique per document.
+
+        Twilio's redirect to an unchanged URL carries the same parameters and so
+        the same signature as the earlier request: replay protection would drop
+        it. A nonce makes each document's callback distinct, while a true replay
+        (same URL, same body) is still caught.
+        """
+        extra = {"turnToken": turn_token} if turn_token else {}
+        return self._url(callId=call_id, **extra, n=secrets.token_urlsafe(6))
+
     def stream_url(self) -> str:
         parts = urlsplit(self.public_url)
         scheme = "ws" if parts.scheme == "http" else "wss"
@@ -137,7 +149,7 @@ class Carrier:
         return base64.urlsafe_b64encode(digest[:18]).decode()
 
     def _action_url(self, call: Call, token: str | None) -> str:
-        return self._url(callId=call.call_id, **({"turnToken": token} if token else {}))
+        return self._doc_url(call.call_id, token)
 
     # ------------------------------------------------------------------ outbound
     async def dial(self, req: DialRequest) -> str:
@@ -159,7 +171,7 @@ class Carrier:
             form["Url"] = self._url(callId=req.call_id)
             if req.dtmf_sequence:
                 self._preconnect[req.call_id] = twiml.play_digits_then_redirect(
-                    req.dtmf_sequence, self._url(callId=req.call_id))
+                    req.dtmf_sequence, self._doc_url(req.call_id))
         created = await self.rest.create_call(form)
         sid = created.get("sid")
         if not isinstance(sid, str) or not sid:
@@ -207,7 +219,7 @@ class Carrier:
             doc = twiml.say_then_gather(text, self._action_url(call, listen_token),
                                         voice=self.voice, language=self.language)
         else:
-            doc = twiml.keepalive(self._url(callId=call.call_id), say=text, voice=self.voice,
+            doc = twiml.keepalive(self._doc_url(call.call_id), say=text, voice=self.voice,
                                   language=self.language, seconds=KEEPALIVE_S)
         await self._deliver(call, doc)
 
@@ -241,7 +253,7 @@ class Carrier:
                 raise CarrierError(f"DTMF playback failed: {result.error}")
             return
         await self._deliver(call, twiml.play_digits_then_redirect(
-            digits, self._url(callId=call.call_id)))
+            digits, self._doc_url(call.call_id)))
 
     async def hangup(self, call: Call) -> None:
         if call.provider_call_id:
@@ -351,18 +363,18 @@ class Carrier:
         if self.config.streaming.enabled and sid not in self._streams:
             return _twiml(twiml.connect_stream(
                 self.stream_url(), parameters={"token": self.stream_token(sid)},
-                then_redirect=self._url(callId=call.call_id)))
+                then_redirect=self._doc_url(call.call_id)))
         if expects_reply or any(e.type == "call.dtmf" for e in events):
             try:
                 return _twiml(await asyncio.wait_for(asyncio.shield(pending), HOLD_S))
             except TimeoutError:
-                return _twiml(twiml.keepalive(self._url(callId=call.call_id),
+                return _twiml(twiml.keepalive(self._doc_url(call.call_id),
                                               seconds=KEEPALIVE_S))
         turn = self._turns.get(sid)
         if turn is not None:
             # A <Gather> timed out on silence and redirected here: keep listening.
             return _twiml(twiml.gather(self._action_url(call, turn), language=self.language))
-        return _twiml(twiml.keepalive(self._url(callId=call.call_id), seconds=KEEPALIVE_S))
+        return _twiml(twiml.keepalive(self._doc_url(call.call_id), seconds=KEEPALIVE_S))
 
     def _forget(self, sid: str) -> None:
         self._turns.pop(sid, None)

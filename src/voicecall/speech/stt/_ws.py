@@ -521,9 +521,12 @@ class WsSttSession:
         try:
             self._ws = await self._connect()
             log.debug("stt.connected", extra={"provider": self.provider, "call_id": self.call_id})
-            await self.on_open()
-            if self.ready_on_open:
-                await self.mark_ready()
+            try:
+                await self.on_open()
+                if self.ready_on_open:
+                    await self.mark_ready()
+            except ConnectionClosed:
+                pass    # the reader says why, after whatever the server sent before closing
             await self._read(self._ws)
         except ProviderError as exc:
             self._fail(exc)

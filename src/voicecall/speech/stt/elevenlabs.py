@@ -49,7 +49,7 @@ from voicecall.audio.resample import StreamResampler
 from voicecall.audio.vad import EnergyVad
 from voicecall.config.secret import Secret
 from voicecall.errors import ConfigError, ProviderError
-from voicecall.speech.stt.base import SttCapabilities, SttEvent
+from voicecall.speech.stt.base import SttCapabilities, SttEvent, SttEventType
 
 log = logging.getLogger("voicecall.stt.elevenlabs")
 
@@ -289,7 +289,7 @@ class ElevenLabsSttSession:
         self.call_id = call_id
         self.cfg = cfg
         self.session_config: dict[str, Any] = {}   # ``session_started.config``
-        self.dropped_bytes = 0                      # pre-ready audio dropped (queue full)
+        self.dropped_bytes = 0                      # audio never sent (queue full, ended)
         loop = asyncio.get_running_loop()
         self._events: asyncio.Queue[SttEvent] = asyncio.Queue()
         self._ready: asyncio.Future[None] = loop.create_future()
@@ -301,6 +301,7 @@ class ElevenLabsSttSession:
         self._finished = False
         self._delivered_closed = False
         self._fatal = False          # an error that ends the session was reported
+        self._last_type: SttEventType | None = None
         self._in_utterance = False
         self._ws: ClientConnection | None = None
         self._resampler = (StreamResampler(SAMPLE_RATE, cfg.sample_rate)
@@ -430,6 +431,10 @@ class ElevenLabsSttSession:
             if not self._ready.done():
                 self._ready.set_exception(ProviderError(
                     f"{PROVIDER_ID}: session closed before it was ready", retryable=True))
+            if self._pending_bytes:
+                self._drop(self._pending_bytes, "session ended before it was ready")
+            self._pending.clear()
+            self._pending_bytes = 0
             self._finished = True
             self._emit(SttEvent("closed"))
 
@@ -477,7 +482,8 @@ class ElevenLabsSttSession:
                 if data is not None and not await self._on_message(ws, data):
                     return
         except ConnectionClosed as exc:
-            if not self._closing and not self._fatal:
+            # A close right after an error event is that error's consequence: one report.
+            if not self._closing and not self._fatal and self._last_type != "error":
                 self._error(self._closed_error(exc, before_ready=False), fatal=True)
 
     async def _on_message(self, ws: ClientConnection, data: dict[str, Any]) -> bool:
@@ -513,6 +519,7 @@ class ElevenLabsSttSession:
 
     # -- events ------------------------------------------------------------------
     def _emit(self, ev: SttEvent) -> None:
+        self._last_type = ev.type
         self._events.put_nowait(ev)
 
     def _error(self, exc: ProviderError, fatal: bool) -> None:

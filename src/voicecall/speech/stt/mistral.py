@@ -46,7 +46,7 @@ from voicecall.audio.resample import StreamResampler
 from voicecall.audio.vad import EnergyVad
 from voicecall.config.secret import Secret
 from voicecall.errors import ConfigError, ProviderError
-from voicecall.speech.stt.base import SttCapabilities, SttEvent
+from voicecall.speech.stt.base import SttCapabilities, SttEvent, SttEventType
 
 log = logging.getLogger("voicecall.stt.mistral")
 
@@ -212,7 +212,7 @@ class MistralSttSession:
         self.cfg = cfg
         self.session: dict[str, Any] = {}     # the server's session (created / updated)
         self.language: str | None = None      # from ``transcription.language``
-        self.dropped_bytes = 0                # audio dropped (queue full / after close)
+        self.dropped_bytes = 0                # audio never sent (queue full, ended)
         loop = asyncio.get_running_loop()
         self._events: asyncio.Queue[SttEvent] = asyncio.Queue()
         self._ready: asyncio.Future[None] = loop.create_future()
@@ -224,6 +224,7 @@ class MistralSttSession:
         self._finished = False
         self._delivered_closed = False
         self._fatal = False
+        self._last_type: SttEventType | None = None
         self._partial = ""
         self._ws: ClientConnection | None = None
         self._resampler = (StreamResampler(SAMPLE_RATE, cfg.sample_rate)
@@ -351,6 +352,10 @@ class MistralSttSession:
             if not self._ready.done():
                 self._ready.set_exception(ProviderError(
                     f"{PROVIDER_ID}: session closed before it was ready", retryable=True))
+            if self._pending_bytes:
+                self._drop(self._pending_bytes, "session ended before it was ready")
+            self._pending.clear()
+            self._pending_bytes = 0
             self._finished = True
             self._emit(SttEvent("closed"))
 
@@ -398,7 +403,8 @@ class MistralSttSession:
                 if data is not None:
                     self._on_message(data)
         except ConnectionClosed as exc:
-            if not self._closing and not self._fatal:
+            # A close right after an error event is that error's consequence: one report.
+            if not self._closing and not self._fatal and self._last_type != "error":
                 self._error(self._closed_error(exc, before_ready=False), fatal=True)
 
     def _on_message(self, data: dict[str, Any]) -> None:
@@ -430,6 +436,7 @@ class MistralSttSession:
 
     # -- events ------------------------------------------------------------------
     def _emit(self, ev: SttEvent) -> None:
+        self._last_type = ev.type
         self._events.put_nowait(ev)
 
     def _error(self, exc: ProviderError, fatal: bool) -> None:

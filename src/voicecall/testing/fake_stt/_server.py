@@ -245,6 +245,7 @@ class FakeConn:
         self.ws = ws
         self.record = record
         self.closing = False
+        self.close_queued = False
         self._outbox: asyncio.Queue[_Out] = asyncio.Queue()
         self._error_done = False
         self._ids = itertools.count(1)
@@ -261,7 +262,7 @@ class FakeConn:
     def close(self, code: int = 1000, reason: str = "", delay: float = 0.0) -> None:
         """Close after everything already queued has been sent."""
         if not self.closing:
-            self.closing = True
+            self.closing = self.close_queued = True
             self._outbox.put_nowait(_Out("close", delay, code=code, reason=reason))
 
     def abort(self) -> None:
@@ -298,8 +299,8 @@ class FakeConn:
                 await asyncio.sleep(item.delay)
             try:
                 if item.kind == "event" and item.payload is not None:
+                    self.record.sent.append(item.payload)   # before the client can react
                     await self.ws.send(json.dumps(item.payload))
-                    self.record.sent.append(item.payload)
                 elif item.kind == "close":
                     self.record.close_code = item.code
                     await self.ws.close(item.code, item.reason)
@@ -455,7 +456,7 @@ class FakeSttServer:
         except ConnectionClosed:
             pass
         finally:
-            if conn.closing and not conn.sender.done():
+            if conn.close_queued and not conn.sender.done():
                 await asyncio.wait({conn.sender}, timeout=2.0)
             conn.sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/voicecall demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
 
 types: $(STAMP)
 	$(BIN)/mypy src

@@ -144,11 +144,13 @@ class RecordingResponder:
         self.delay_s = delay_s
         self.requests: list[ResponseRequest] = []
 
-    async def respond(self, req: ResponseRequest) -> ResponseResult:
+    async def respond(self, req: ResponseRequest,
+                      on_text: Callable[[str], Awaitable[None]] | None = None
+                      ) -> ResponseResult:
         self.requests.append(req)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        return await self.inner.respond(req)
+        return await self.inner.respond(req, on_text)
 
     async def aclose(self) -> None:
         return None

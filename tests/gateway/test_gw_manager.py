@@ -76,7 +76,11 @@ async def test_conversation_call_completes_with_ordered_transcript_and_turns(
         ("bot", "Thank you for your time. Goodbye!"),
     ]
     callee = carrier.callees[ended.provider_call_id or ""]
-    assert callee.heard == [text for who, text in spoken if who == "bot"]
+    # Replies are played sentence by sentence, so speech starts after the first one.
+    assert " ".join(callee.heard) == " ".join(text for who, text in spoken if who == "bot")
+    assert callee.heard[1:3] == [
+        "Wonderful. I'm calling to share our updated opening hours and answer any questions.",
+        "What would you like to know?"]
     assert [r.user_text for r in responder.requests] == replies
 
     states = states_of(tmp_path, call.call_id)

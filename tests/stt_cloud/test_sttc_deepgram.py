@@ -92,7 +92,9 @@ async def test_linear16_is_resampled_to_the_configured_rate() -> None:
         assert events[-1].text == TRANSCRIPT
         assert (fake.last.config["encoding"], fake.last.config["sample_rate"]) == ("linear16",
                                                                                    16000)
-        await fake.wait_for(lambda: abs(fake.last.audio_ms - sent / 8) < 40)  # ms, not bytes
+        # 16-bit samples at 16 kHz arrived (the resampler may still hold ~100 ms back).
+        await fake.wait_for(lambda: sent / 8 - 200 < fake.last.audio_ms <= sent / 8)
+        assert fake.last.audio_bytes == round(fake.last.audio_ms * 32)
         await session.aclose()
 
 

@@ -9,7 +9,7 @@ stateless with respect to the conversation and read history from the request.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -60,12 +60,21 @@ class ResponseResult:
     end_call: bool = False
 
 
+TextSink = Callable[[str], Awaitable[None]]
+
+
 class Responder(Protocol):
-    """An agent back end. ``respond`` raises ProviderError on failure."""
+    """An agent back end. ``respond`` raises ProviderError on failure.
+
+    ``on_text`` receives the reply's raw content as it streams (reasoning
+    excluded), so speech can start before the reply is complete; the returned
+    result is still the whole turn, extracted with the usual rules.
+    """
 
     name: str
 
-    async def respond(self, req: ResponseRequest) -> ResponseResult: ...
+    async def respond(self, req: ResponseRequest,
+                      on_text: TextSink | None = None) -> ResponseResult: ...
 
     async def aclose(self) -> None: ...
 

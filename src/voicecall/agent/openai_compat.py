@@ -29,7 +29,13 @@ from typing import Any, Literal
 
 import httpx
 
-from voicecall.agent.base import ResponseRequest, ResponseResult, Turn, build_system_prompt
+from voicecall.agent.base import (
+    ResponseRequest,
+    ResponseResult,
+    TextSink,
+    Turn,
+    build_system_prompt,
+)
 from voicecall.agent.spoken import extract_spoken
 from voicecall.agent.sse import SSEDecoder
 from voicecall.errors import ProviderError
@@ -172,7 +178,8 @@ class OpenAICompatResponder:
                 if delta.kind == "content":
                     yield delta.text
 
-    async def respond(self, req: ResponseRequest) -> ResponseResult:
+    async def respond(self, req: ResponseRequest,
+                      on_text: TextSink | None = None) -> ResponseResult:
         started = time.perf_counter()
         first_token_ms: float | None = None
         content: list[str] = []
@@ -185,6 +192,8 @@ class OpenAICompatResponder:
                 if first_token_ms is None:
                     first_token_ms = (time.perf_counter() - started) * 1000
                 content.append(delta.text)
+                if on_text is not None:
+                    await on_text(delta.text)
         payloads = _payloads("".join(reasoning), "".join(content))
         return ResponseResult(
             text=extract_spoken(payloads),

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import json5
 
-from voicecall.agent.base import ResponseRequest, ResponseResult
+from voicecall.agent.base import ResponseRequest, ResponseResult, TextSink
 from voicecall.agent.spoken import extract_spoken
 from voicecall.errors import ConfigError
 
@@ -151,6 +151,9 @@ def _parse_rule(index: int, raw: object, source: str) -> ScriptRule:
     return ScriptRule(reply=reply, patterns=tuple(patterns), end=end)
 
 
+_STREAM_CHUNK = 8
+
+
 class ScriptedResponder:
     """``Responder`` that answers from a ``Script``; no network, no model."""
 
@@ -171,7 +174,8 @@ class ScriptedResponder:
     def greeting(self) -> str | None:
         return self.script.greeting
 
-    async def respond(self, req: ResponseRequest) -> ResponseResult:
+    async def respond(self, req: ResponseRequest,
+                      on_text: TextSink | None = None) -> ResponseResult:
         started = time.perf_counter()
         rule = self.script.pick(req.user_text)
         template = rule.reply if rule else self.script.fallback
@@ -184,10 +188,14 @@ class ScriptedResponder:
         values = {"caller": req.caller_number or "unknown", "turn": str(turn),
                   "text": req.user_text.strip()}
         reply = _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
-        payloads: list[dict[str, object]] = [
-            {"text": json.dumps({"spoken": reply}, ensure_ascii=False)}
-        ]
+        text = json.dumps({"spoken": reply}, ensure_ascii=False)
+        payloads: list[dict[str, object]] = [{"text": text}]
         elapsed = (time.perf_counter() - started) * 1000
+        if on_text is not None:
+            # Stream it in token-sized pieces, as a model would, so the same sentence
+            # pipeline runs offline as with a real back end.
+            for i in range(0, len(text), _STREAM_CHUNK):
+                await on_text(text[i:i + _STREAM_CHUNK])
         return ResponseResult(text=extract_spoken(payloads), payloads=payloads,
                               first_token_ms=elapsed, total_ms=elapsed,
                               end_call=rule.end if rule else False)

@@ -82,7 +82,7 @@ def _spoken_from_json(text: str) -> str | None:
     return _collapse(decoded) if isinstance(decoded, str) else None
 
 
-def _is_meta_reasoning(paragraph: str) -> bool:
+def is_meta_paragraph(paragraph: str) -> bool:
     lower = paragraph.strip().lower()
     if not lower:
         return False
@@ -107,7 +107,7 @@ def _plain_spoken(text: str) -> str | None:
     paragraphs = [p for p in paragraphs if p]
     # Never drop the last paragraph: a lone "The user ... I will" line is more
     # likely a clumsy answer than pure planning, and silence is worse.
-    while len(paragraphs) > 1 and _is_meta_reasoning(paragraphs[0]):
+    while len(paragraphs) > 1 and is_meta_paragraph(paragraphs[0]):
         paragraphs.pop(0)
     return _collapse(" ".join(paragraphs)) or None
 

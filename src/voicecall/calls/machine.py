@@ -96,6 +96,13 @@ def transition(call: Call, event: CallEvent) -> tuple[Call, list[Effect]]:
                             {"transcript": event.transcript, "turn_token": event.turn_token})]
     if kind == "call.silence":
         return call, []
+    if kind == "call.said":
+        # What the bot said, recorded once it has been played (sentence-by-sentence
+        # speech); the state is whatever the conversation has moved on to.
+        if not event.text:
+            return call, []
+        return call.replace(transcript=(*call.transcript, TranscriptEntry(ts, "bot",
+                                                                            event.text))), []
     if kind == "call.dtmf":
         digits = event.digits or ""
         if not digits:

@@ -154,6 +154,7 @@ class Call:
 EventType = Literal[
     "call.initiated", "call.ringing", "call.answered", "call.active", "call.speaking",
     "call.listening", "call.speech", "call.silence", "call.dtmf", "call.ended", "call.error",
+    "call.said",
 ]
 
 
@@ -174,6 +175,7 @@ class CallEvent:
     transcript: str | None = None    # call.speech
     is_final: bool = True
     confidence: float | None = None
+    endpoint_ms: float | None = None  # call.speech: caller stopped talking -> final transcript
     digits: str | None = None        # call.dtmf
     reason: CallState | None = None  # call.ended
     error: str | None = None         # call.error

@@ -31,6 +31,14 @@ class DialRequest:
 
 
 @dataclass(frozen=True)
+class SpeechTiming:
+    """When speech got going, in ms after ``speak()`` was called (None: unknown)."""
+
+    tts_first_byte_ms: float | None = None
+    first_frame_ms: float | None = None
+
+
+@dataclass(frozen=True)
 class Verification:
     ok: bool
     reason: str = ""
@@ -68,8 +76,11 @@ class Carrier(Protocol):
     async def media_ready(self, call: Call) -> None:
         """Return when the call can be spoken to (e.g. its media stream and STT are up)."""
 
+    def incremental_speech(self, call: Call) -> bool:
+        """Whether speaking sentence by sentence makes speech start sooner on this call."""
+
     async def speak(self, call: Call, text: str, *, listen_token: str | None = None,
-                    hangup_after: bool = False) -> None:
+                    hangup_after: bool = False) -> SpeechTiming | None:
         """Play ``text``; with ``listen_token``, open a caller turn right after it;
         with ``hangup_after``, hang up once it has been heard (last words are not cut).
 

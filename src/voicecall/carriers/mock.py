@@ -25,6 +25,7 @@ from voicecall.carriers.base import (
     CarrierHost,
     DialRequest,
     RemoteStatus,
+    SpeechTiming,
     Verification,
     WebhookReply,
 )
@@ -174,8 +175,11 @@ class Carrier:
     async def media_ready(self, call: Call) -> None:
         return None  # no media path to wait for
 
+    def incremental_speech(self, call: Call) -> bool:
+        return True  # playback time scales with text, like a real stream
+
     async def speak(self, call: Call, text: str, *, listen_token: str | None = None,
-                    hangup_after: bool = False) -> None:
+                    hangup_after: bool = False) -> SpeechTiming | None:
         callee = self._live(call)
         t = self.timings
         await asyncio.sleep(min(len(text) * t.speak_ms_per_char, t.speak_max_ms) / 1000)
@@ -184,6 +188,7 @@ class Carrier:
             await self.hangup(call)
         elif listen_token is not None:
             await self.start_listening(call, listen_token)
+        return SpeechTiming(0.0, 0.0)
 
     async def start_listening(self, call: Call, turn_token: str) -> None:
         callee = self._live(call)

@@ -24,6 +24,7 @@ from typing import Any
 
 from voicecall.agent import ResponseRequest, SessionMemory
 from voicecall.agent.base import Responder
+from voicecall.agent.stream import SpokenStream
 from voicecall.calls import (
     Call,
     CallEvent,
@@ -34,7 +35,7 @@ from voicecall.calls import (
     session_key_for,
     transition,
 )
-from voicecall.carriers.base import Carrier, DialRequest
+from voicecall.carriers.base import Carrier, DialRequest, SpeechTiming
 from voicecall.config import VoiceCallConfig, effective_config, normalize_e164, route_key_for
 from voicecall.errors import (
     CallNotFoundError,
@@ -75,8 +76,37 @@ class _Live:
     turns: int = 0
     initial_in_flight: bool = False
     max_timer: asyncio.Task[None] | None = None
+    last_timing: SpeechTiming | None = None  # from the latest carrier.speak()
     keys: str = ""             # caller DTMF collected for the agent
     keys_flush: asyncio.Task[None] | None = None
+
+
+class _TurnClock:
+    """Per-turn latency marks, in ms after the caller's final transcript."""
+
+    def __init__(self, heard_at: float, clock: Callable[[], float]) -> None:
+        self.heard_at = heard_at
+        self.clock = clock
+        self.marks: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        if name not in self.marks:
+            self.marks[name] = round((self.clock() - self.heard_at) * 1000, 1)
+
+    def add_timing(self, timing: SpeechTiming | None) -> None:
+        start = self.marks.get("speechStartMs")
+        if timing is None or start is None:
+            return
+        if timing.tts_first_byte_ms is not None:
+            self.marks["ttsFirstByteMs"] = round(start + timing.tts_first_byte_ms, 1)
+        if timing.first_frame_ms is not None:
+            self.marks["firstFrameMs"] = round(start + timing.first_frame_ms, 1)
+
+    def breakdown(self, agent_first_token_ms: float | None) -> dict[str, float | None]:
+        out: dict[str, float | None] = {k: v for k, v in self.marks.items()
+                                        if k != "speechStartMs"}
+        out.setdefault("agentFirstTokenMs", agent_first_token_ms)
+        return out
 
 
 class CallManager:
@@ -559,7 +589,7 @@ class CallManager:
 
     async def _say(self, call_id: str, text: str, *, initial: bool = False,
                    listen: bool = False, token: str | None = None,
-                   hangup_after: bool = False) -> bool:
+                   hangup_after: bool = False, record: bool = True) -> bool:
         """Speak ``text`` (then open a caller turn when ``listen``).
 
         True when the carrier delivered it. A failure returns the call to
@@ -570,22 +600,24 @@ class CallManager:
             return False
         async with live.lock:
             call, _ = await self._apply(self._calls[call_id], CallEvent(
-                "call.speaking", call_id=call_id, timestamp=self.clock(), text=text))
+                "call.speaking", call_id=call_id, timestamp=self.clock(),
+                text=text if record else None))
         session = call.session_key or call.call_id
         listen_token = (token or secrets.token_urlsafe(12)) if listen else None
         if listen_token is not None:
             live.turn_token = listen_token
         gen = live.turn_gen
         try:
-            await self.carrier.speak(call, text, listen_token=listen_token,
-                                     hangup_after=hangup_after)
+            live.last_timing = await self.carrier.speak(
+                call, text, listen_token=listen_token, hangup_after=hangup_after)
         except VoicecallError as exc:
             log.warning("speak.failed", extra={"call_id": call_id, "why": str(exc)})
             await self._to_listening(call_id)
             return False
         if listen_token is not None:
             live.listen_started_at = self.clock()
-        self.memory.add(session, "bot", text)
+        if record:
+            self.memory.add(session, "bot", text)
         if initial:
             async with live.lock:
                 if call_id in self._live:
@@ -633,11 +665,19 @@ class CallManager:
         if call.mode != "conversation":
             return
         listen_wait = (now - live.listen_started_at) * 1000 if live.listen_started_at else None
-        self._spawn(call.call_id, self._auto_respond(call.call_id, text, live.turn_gen,
-                                                     live.turns, now, listen_wait))
+        self._spawn(call.call_id, self._auto_respond(
+            call.call_id, text, live.turn_gen, live.turns, now, listen_wait,
+            event.endpoint_ms if event is not None else None))
 
     async def _auto_respond(self, call_id: str, text: str, gen: int, turn: int,
-                            heard_at: float, listen_wait_ms: float | None) -> None:
+                            heard_at: float, listen_wait_ms: float | None,
+                            endpoint_ms: float | None = None) -> None:
+        """One caller turn -> the agent -> speech.
+
+        Where the carrier benefits (a media stream), the reply is spoken sentence
+        by sentence while the agent is still writing it, so speech starts after
+        the first sentence instead of the whole reply.
+        """
         call = self._calls[call_id]
         eff = effective_config(self.config, call.number_route_key)
         session = call.session_key or call.call_id
@@ -648,37 +688,98 @@ class CallManager:
             timeout_ms=eff.response_timeout_ms,
             caller_number=call.from_number if call.direction == "inbound" else call.to_number,
             agent_id=eff.agent_id or "main")
+        clock = _TurnClock(heard_at, self.clock)
+        if endpoint_ms is not None:
+            clock.marks["endpointMs"] = round(endpoint_ms, 1)
+        incremental = self.carrier.incremental_speech(call)
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        spoken = SpokenStream()
+
+        async def on_text(delta: str) -> None:
+            clock.mark("agentFirstTokenMs")
+            for sentence in spoken.feed(delta):
+                clock.mark("firstSentenceMs")
+                sentences.put_nowait(sentence)
+
+        speaker = self._spawn(call_id, self._speak_sentences(call_id, sentences, gen, clock)) \
+            if incremental else None
         try:
-            result = await self.responder.respond(req)
+            result = await self.responder.respond(req, on_text if incremental else None)
         except VoicecallError as exc:
             log.warning("agent.failed", extra={"call_id": call_id, "why": str(exc)})
+            if speaker is not None:
+                sentences.put_nowait(None)
+                await asyncio.gather(speaker, return_exceptions=True)
             await self._listen(call_id)
             return
         live = self._live.get(call_id)
         if live is None or live.turn_gen != gen:
+            if speaker is not None:
+                sentences.put_nowait(None)
             return  # the caller spoke again; this reply is stale
-        agent_ms = (self.clock() - heard_at) * 1000
-        if result.text:
-            started = self.clock()
-            latency = (started - heard_at) * 1000
-            await self._record([{
-                "type": "turn", "callId": call_id, "turn": turn, "kind": "auto",
-                "latencyMs": round(latency, 1),
-                "listenWaitMs": round(listen_wait_ms, 1) if listen_wait_ms is not None else None,
-                "breakdown": {"agentMs": round(agent_ms, 1),
-                              "agentFirstTokenMs": result.first_token_ms},
-            }])
+        clock.mark("agentMs")
+        if speaker is not None:
+            for sentence in spoken.finish():
+                clock.mark("firstSentenceMs")
+                sentences.put_nowait(sentence)
+            if not spoken.spoken_so_far and result.text:
+                sentences.put_nowait(result.text)  # plain-text rules found words the stream held
+            sentences.put_nowait(None)
+            said = bool(await speaker)
+        elif result.text:
+            clock.mark("speechStartMs")
             said = await self._say(call_id, result.text, listen=not result.end_call,
                                    hangup_after=result.end_call)
+            clock.add_timing(live.last_timing)
         else:
             said = False
+        if "speechStartMs" in clock.marks:
+            await self._record([{
+                "type": "turn", "callId": call_id, "turn": turn, "kind": "auto",
+                "latencyMs": clock.marks["speechStartMs"],
+                "listenWaitMs": round(listen_wait_ms, 1) if listen_wait_ms is not None else None,
+                "breakdown": clock.breakdown(result.first_token_ms),
+            }])
         if result.end_call:
-            # After goodbye words the carrier hangs up itself, so they are not cut off.
+            # Goodbye words are heard in full: the carrier hangs up after them (TwiML) or
+            # the stream has played them to the end before we hang up.
             with contextlib.suppress(VoicecallError):
-                await self.end(call_id, reason=CallState.HANGUP_BOT, carrier_hangup=not said)
+                await self.end(call_id, reason=CallState.HANGUP_BOT,
+                               carrier_hangup=not said or incremental)
             return
-        if not result.text and self._live.get(call_id) is live and live.turn_gen == gen:
-            await self._listen(call_id)  # explicit silence: just keep listening
+        if (incremental or not result.text) and self._live.get(call_id) is live \
+                and live.turn_gen == gen:
+            await self._listen(call_id)
+
+    async def _speak_sentences(self, call_id: str, sentences: asyncio.Queue[str | None],
+                               gen: int, clock: _TurnClock) -> bool:
+        """Speak queued sentences in order until the end marker or a new caller turn.
+
+        The reply goes into the transcript (and the agent's memory) once, as what
+        was actually played.
+        """
+        played: list[str] = []
+        while (sentence := await sentences.get()) is not None:
+            live = self._live.get(call_id)
+            if live is None or live.turn_gen != gen:
+                continue  # barged in: drop the rest of this reply
+            first = "speechStartMs" not in clock.marks
+            clock.mark("speechStartMs")
+            if not await self._say(call_id, sentence, record=False):
+                continue
+            played.append(sentence)
+            if first:
+                clock.add_timing(live.last_timing)
+        live = self._live.get(call_id)
+        if played and live is not None:
+            text = " ".join(played)
+            call = self._calls[call_id]
+            self.memory.add(call.session_key or call.call_id, "bot", text)
+            async with live.lock:
+                if call_id in self._live:
+                    await self._apply(self._calls[call_id], CallEvent(
+                        "call.said", call_id=call_id, timestamp=self.clock(), text=text))
+        return bool(played)
 
     # ------------------------------------------------------------------ operator actions
     async def speak(self, call_id: str, message: str) -> None:

@@ -95,7 +95,7 @@ class RecordedRequest:
     status: int | None = None
     first_byte_at: float | None = None  # first body chunk handed to the socket
     finished_at: float | None = None  # response ended (completed, cut or abandoned)
-    bytes_sent: int = 0  # audio bytes (before any SSE/base64 wrapping)
+    bytes_sent: int = 0  # body bytes before any SSE/base64 wrapping (a WAV header counts)
     cut: bool = False
     disconnected: bool = False  # the client went away before the end
 

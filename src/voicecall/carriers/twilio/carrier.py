@@ -37,6 +37,7 @@ from voicecall.carriers.base import (
     CarrierHost,
     DialRequest,
     RemoteStatus,
+    SpeechTiming,
     Verification,
     WebhookReply,
 )
@@ -203,15 +204,18 @@ class Carrier:
             raise CarrierError("call has no Twilio CallSid yet")
         await self.rest.update_call(sid, {"Twiml": doc})
 
+    def incremental_speech(self, call: Call) -> bool:
+        return (call.provider_call_id or "") in self._streams
+
     async def speak(self, call: Call, text: str, *, listen_token: str | None = None,
-                    hangup_after: bool = False) -> None:
+                    hangup_after: bool = False) -> SpeechTiming | None:
         sid = call.provider_call_id or ""
         session = self._streams.get(sid)
         if session is not None:
-            await self._speak_stream(session, text)
+            timing = await self._speak_stream(session, text)
             if hangup_after:
                 await self.hangup(call)
-            return
+            return timing
         if hangup_after:
             doc = twiml.say_then_hangup(text, voice=self.voice, language=self.language)
         elif listen_token:
@@ -222,14 +226,28 @@ class Carrier:
             doc = twiml.keepalive(self._doc_url(call.call_id), say=text, voice=self.voice,
                                   language=self.language, seconds=KEEPALIVE_S)
         await self._deliver(call, doc)
+        return None
 
-    async def _speak_stream(self, session: StreamSession, text: str) -> None:
+    async def _speak_stream(self, session: StreamSession, text: str) -> SpeechTiming:
         if self.tts is None:
             raise CarrierError("telephony TTS is unavailable while a media stream is active; "
                                "refusing TwiML fallback")
-        result = await session.play(self.tts.synthesize(text))
+        started = time.monotonic()
+        first_byte: list[float] = []
+
+        async def audio() -> AsyncIterator[bytes]:
+            assert self.tts is not None
+            async for chunk in self.tts.synthesize(text):
+                if not first_byte:
+                    first_byte.append(time.monotonic())
+                yield chunk
+
+        result = await session.play(audio())
         if result.outcome == "failed":
             raise CarrierError(f"telephony stream playback failed: {result.error}")
+        return SpeechTiming(
+            (first_byte[0] - started) * 1000 if first_byte else None,
+            (result.first_frame_at - started) * 1000 if result.first_frame_at else None)
 
     async def start_listening(self, call: Call, turn_token: str) -> None:
         sid = call.provider_call_id or ""

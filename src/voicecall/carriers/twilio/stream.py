@@ -39,6 +39,7 @@ class StreamSession:
         self.queue = PlaybackQueue(self._send_media, self._send_mark, self._send_clear)
         self.clears = 0
         self._seq = 0
+        self._speech_end_at: float | None = None  # local VAD: when the caller went quiet
 
     async def _send_media(self, frame: bytes) -> None:
         await self.ws.send_text(media.encode_media(self.stream_sid, frame))
@@ -115,8 +116,13 @@ class StreamSession:
                 await self.stt.send_audio(payload)
             except VoicecallError as exc:
                 log.warning("stt.send_failed", extra={"call_id": self.call_id, "why": str(exc)})
-        if self.vad.feed(payload) == "start":
+        edge = self.vad.feed(payload)
+        if edge == "start":
+            self._speech_end_at = None
             await self.barge_in()
+        elif edge == "end":
+            # The VAD needs a run of quiet frames to call it; speech ended that long ago.
+            self._speech_end_at = time.monotonic() - self.vad.release_frames * 0.02
 
     async def _stt_events(self) -> None:
         assert self.stt is not None
@@ -127,10 +133,12 @@ class StreamSession:
                 # A final transcript is caller speech too: stop talking over it.
                 await self.barge_in()
                 self._seq += 1
+                endpoint = None if self._speech_end_at is None else \
+                    (time.monotonic() - self._speech_end_at) * 1000
                 await self.host.handle_event(CallEvent(
                     "call.speech", call_id=self.call_id, provider_call_id=self.call_sid,
                     timestamp=time.time(), transcript=ev.text.strip(), is_final=True,
-                    confidence=ev.confidence,
+                    confidence=ev.confidence, endpoint_ms=endpoint,
                     dedupe_key=f"twilio:stream:{self.stream_sid}:speech:{self._seq}"))
             elif ev.type == "error":
                 log.warning("stt.error", extra={"call_id": self.call_id, "why": ev.text})

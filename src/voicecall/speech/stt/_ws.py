@@ -470,8 +470,13 @@ class WsSttSession:
         if ws is None:
             self._drop(len(mulaw), "no connection")
             return
+        payload = self.encode_audio(mulaw)
+        if not payload:
+            # A resampler may hold a chunk back; an empty frame means "end" to some vendors.
+            self.sent_bytes += len(mulaw)
+            return
         try:
-            await ws.send(self.encode_audio(mulaw))
+            await ws.send(payload)
         except ConnectionClosed:
             self._drop(len(mulaw), "connection closed")   # the reader reports the close
             return

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicecall.audio.g711 import SAMPLE_RATE, mulaw_to_pcm16
 from voicecall.audio.resample import RATES, StreamResampler
@@ -83,6 +83,9 @@ class DeepgramSttSession(WsSttSession):
             if owner.encoding == "linear16" else None
         self._segments: list[str] = []
         self._confidences: list[float] = []
+        # No endpointing and no UtteranceEnd: the server never marks a turn's end, so each
+        # locked (is_final) segment is a final on its own.
+        self._final_per_segment = owner.endpointing_ms is None and owner.utterance_end_ms is None
 
     def encode_audio(self, mulaw: bytes) -> bytes:
         if self._resampler is None:
@@ -133,7 +136,7 @@ class DeepgramSttSession(WsSttSession):
                 self._segments.append(text)
                 if isinstance(confidence, int | float):
                     self._confidences.append(float(confidence))
-            if data.get("speech_final"):
+            if data.get("speech_final") or self._final_per_segment:
                 self.flush_pending()
             elif text:
                 self.emit("partial", self._joined())
@@ -239,3 +242,9 @@ def create(cfg: Mapping[str, Any]) -> STT:
         keyterms=pc.get_str_list("keyterms"),
         url=pc.url(DEFAULT_BASE_URL, LISTEN_PATH, ()),
     )
+
+
+if TYPE_CHECKING:      # ``create`` is a registry factory; ``STT`` satisfies the Protocol
+    from voicecall.speech.registry import SttFactory
+
+    _factory: SttFactory = create

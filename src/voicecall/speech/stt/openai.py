@@ -32,7 +32,7 @@ import base64
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicecall.errors import ProviderError
 from voicecall.speech.stt._ws import (
@@ -232,3 +232,9 @@ def create(cfg: Mapping[str, Any]) -> STT:
         noise_reduction=noise,
         url=pc.url(DEFAULT_BASE_URL, REALTIME_PATH, TRANSCRIPTION_QUERY),
     )
+
+
+if TYPE_CHECKING:      # ``create`` is a registry factory; ``STT`` satisfies the Protocol
+    from voicecall.speech.registry import SttFactory
+
+    _factory: SttFactory = create

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicecall.audio.g711 import SAMPLE_RATE, mulaw_to_pcm16
 from voicecall.audio.resample import StreamResampler
@@ -79,6 +79,7 @@ class XaiSttSession(WsSttSession):
         self._resampler = StreamResampler(SAMPLE_RATE, owner.sample_rate) \
             if owner.encoding == "pcm" else None
         self._segments: list[str] = []
+        self._interim = ""
         self._in_utterance = False
 
     def encode_audio(self, mulaw: bytes) -> bytes:
@@ -93,10 +94,12 @@ class XaiSttSession(WsSttSession):
         return " ".join([*self._segments, extra] if extra else self._segments).strip()
 
     def flush_pending(self) -> None:
+        """Locked chunks still waiting for ``speech_final`` become a final."""
         if self._segments:
             text = self._joined()
             self._segments.clear()
             self.emit("final", text)
+        self._interim = ""
         self._in_utterance = False
 
     async def on_text(self, data: dict[str, Any]) -> None:
@@ -106,12 +109,11 @@ class XaiSttSession(WsSttSession):
         elif kind == "transcript.partial":
             self._on_partial(data)
         elif kind == "transcript.done":
-            text = data.get("text")
-            if self._segments:
-                self.flush_pending()
-            elif self._in_utterance and isinstance(text, str) and text.strip():
-                self.emit("final", text.strip())
-            self._in_utterance = False
+            # The stream is over: whatever this utterance had is all it will get.
+            # (``text`` here is the whole session's transcript, so it is not used.)
+            if self._interim:
+                self._segments.append(self._interim)
+            self.flush_pending()
         elif kind == "error":
             message = data.get("message") or data.get("error") or "error"
             text = self.error_text(f"{self.provider}: {message}")
@@ -128,6 +130,7 @@ class XaiSttSession(WsSttSession):
             self._in_utterance = True
             self.emit("speech-start")
         confidence = data.get("confidence")
+        self._interim = ""
         if data.get("is_final"):
             self._segments.append(text)
             if data.get("speech_final"):
@@ -139,6 +142,7 @@ class XaiSttSession(WsSttSession):
             else:
                 self.emit("partial", self._joined())
         else:
+            self._interim = text
             self.emit("partial", self._joined(text))
 
 
@@ -210,3 +214,9 @@ def create(cfg: Mapping[str, Any]) -> STT:
         interim_results=pc.get_bool("interimResults", True),
         url=pc.url(DEFAULT_URL, STT_PATH, ()),
     )
+
+
+if TYPE_CHECKING:      # ``create`` is a registry factory; ``STT`` satisfies the Protocol
+    from voicecall.speech.registry import SttFactory
+
+    _factory: SttFactory = create

@@ -82,7 +82,7 @@ class TTS:
         text = text.strip()
         if not text:
             return
-        headers = {"xi-api-key": self._api_key, "Accept": "audio/basic"}
+        headers = {"xi-api-key": self._api_key}
         started = False
         try:
             async with self._client.stream("POST", self._url, params=self._params,

@@ -80,7 +80,7 @@ class TTS:
                 yield chunk
 
     async def _stream(self, text: str) -> AsyncIterator[bytes]:
-        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "audio/pcm"}
+        headers = {"Authorization": f"Bearer {self._api_key}"}
         resampler = StreamResampler(PCM_RATE, 8000)
         started = False
         carry = b""

@@ -22,14 +22,17 @@ from voicecall.carriers.twilio.rest import TwilioRest
 from voicecall.config import (
     LoadedConfig,
     VoiceCallConfig,
+    effective_tts,
     missing_credentials,
     validate_setup,
     webhook_exposure,
 )
 from voicecall.errors import ConfigError, SetupIncompleteError
 from voicecall.gateway.manager import CallManager
-from voicecall.speech.registry import resolve_stt, resolve_tts
+from voicecall.speech.builtin import register_builtins
+from voicecall.speech.registry import resolve_stt, resolve_tts, tts_names
 from voicecall.speech.stt.base import STT
+from voicecall.speech.tts import build_tts
 from voicecall.speech.tts.base import TTS
 from voicecall.store import CallStore, SqliteCallStore
 
@@ -92,9 +95,10 @@ def stream_secret(home: Path) -> bytes:
     return key
 
 
-def build_carrier(cfg: VoiceCallConfig, home: Path) -> Carrier:
+def build_carrier(loaded: LoadedConfig, home: Path) -> Carrier:
+    cfg = loaded.config
     if cfg.provider == "twilio":
-        return _build_twilio(cfg, home)
+        return _build_twilio(loaded, home)
     if cfg.provider == "mock":
         m = cfg.mock
         return mock.Carrier(
@@ -105,12 +109,24 @@ def build_carrier(cfg: VoiceCallConfig, home: Path) -> Carrier:
                       path="provider", allowed=["mock", "twilio"])
 
 
-def _speech(cfg: VoiceCallConfig) -> tuple[STT | None, TTS | None]:
-    """STT and TTS for media streams; ``None`` (with a warning) when unavailable."""
+def _speech(loaded: LoadedConfig) -> tuple[STT | None, TTS | None]:
+    """STT and TTS for media streams; ``None`` (with a warning) when unavailable.
+
+    An unknown or broken STT provider skips media instead of failing the gateway.
+    TTS comes from the core ``messages.tts`` deep-merged with the plugin's ``tts``.
+    """
+    cfg = loaded.config
     if not cfg.streaming.enabled:
         return None, None
-    stt = resolve_stt(cfg.streaming.provider, cfg.streaming.providers)
-    tts = resolve_tts(cfg.tts.provider, cfg.tts.providers)
+    register_builtins()
+    try:
+        stt = resolve_stt(cfg.streaming.provider, cfg.streaming.providers)
+    except ConfigError as exc:
+        log.warning("streaming STT unavailable, media will be skipped: %s", exc)
+        stt = None
+    tts_cfg = effective_tts(cfg, None, loaded.core_tts)
+    tts = resolve_tts(cfg.tts.provider, cfg.tts.providers) \
+        if cfg.tts.provider in tts_names() else build_tts(tts_cfg)
     return stt, tts
 
 
@@ -123,12 +139,13 @@ def _tts_voice(cfg: VoiceCallConfig) -> str | None:
     return None
 
 
-def _build_twilio(cfg: VoiceCallConfig, home: Path) -> Carrier:
+def _build_twilio(loaded: LoadedConfig, home: Path) -> Carrier:
+    cfg = loaded.config
     tw = cfg.twilio
     assert tw.account_sid and tw.auth_token and cfg.public_url  # checked by setup_error_for
     token = tw.auth_token.reveal()
     rest = TwilioRest(tw.account_sid, token, base_url=tw.api_base_url, region=tw.region)
-    stt, tts = _speech(cfg)
+    stt, tts = _speech(loaded)
     return TwilioCarrier(cfg, rest, auth_token=token, public_url=cfg.public_url,
                           stream_secret=stream_secret(home), stt=stt, tts=tts,
                           voice=_tts_voice(cfg))
@@ -151,7 +168,7 @@ async def open_runtime(loaded: LoadedConfig, home: Path, *, carrier: Carrier | N
     error = setup_error_for(cfg)
     if error is None and carrier is None:
         try:
-            carrier = build_carrier(cfg, home)
+            carrier = build_carrier(loaded, home)
         except ConfigError as exc:
             error = exc
     if error is not None or carrier is None:

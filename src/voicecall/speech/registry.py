@@ -51,7 +51,8 @@ def _resolve(kind: str, table: Mapping[str, Callable[[Mapping[str, Any]], Any]],
         if not table:
             log.warning("%s: no provider registered; skipping %s", kind, kind)
             return None
-        name = next(iter(table))
+        # Unset: the first provider the config has settings for, else the first registered.
+        name = next((n for n in providers if n in table), next(iter(table)))
     factory = table.get(name)
     if factory is None:
         log.warning("%s provider %r is not registered (have: %s); skipping %s", kind, name,

@@ -56,7 +56,9 @@ __all__ = [
     "READY_TIMEOUT_S",
     "ProviderConfig",
     "WsSttSession",
+    "close_error",
     "handshake_error",
+    "query_bool",
     "redact",
     "ws_url",
 ]
@@ -169,15 +171,14 @@ class ProviderConfig:
 
     def url(self, default: str, path: str, query: Sequence[tuple[str, str]]) -> str:
         """The WebSocket URL: ``endpoint`` (used as is) > ``baseUrl`` (+ ``path``) > default."""
-        endpoint = self.get_str("endpoint")
-        base = self.get_str("baseUrl")
-        key, source, suffix = ("endpoint", endpoint, "") if endpoint else \
-            ("baseUrl", base, path) if base else ("", default, path)
-        assert source is not None
-        try:
-            return ws_url(source, suffix, query)
-        except ValueError as exc:
-            raise ConfigError(str(exc), path=self.path(key or "baseUrl")) from None
+        for key, suffix in (("endpoint", ""), ("baseUrl", path)):
+            source = self.get_str(key)
+            if source:
+                try:
+                    return ws_url(source, suffix, query)
+                except ValueError as exc:
+                    raise ConfigError(str(exc), path=self.path(key)) from None
+        return ws_url(default, path, query)
 
 
 def ws_url(base: str, path: str = "", query: Sequence[tuple[str, str]] = ()) -> str:

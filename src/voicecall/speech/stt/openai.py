@@ -216,8 +216,8 @@ def create(cfg: Mapping[str, Any]) -> STT:
     pc = ProviderConfig(cfg, PROVIDER_ID)
     api_key = pc.api_key(ENV_KEYS)
     noise = pc.get_str("noiseReduction")
-    if noise is not None and noise not in NOISE_REDUCTION:
-        pc.get_choice("noiseReduction", NOISE_REDUCTION[0], NOISE_REDUCTION)
+    if noise is not None:
+        noise = pc.get_choice("noiseReduction", noise, NOISE_REDUCTION)
     return STT(
         api_key,
         model=pc.get_str("model", DEFAULT_MODEL) or DEFAULT_MODEL,

@@ -136,12 +136,21 @@ async def test_pre_connect_dtmf_then_greeting_and_dtmf_after_connect(tmp_path: P
             first_doc = fake_call.twiml_executed[0]
             assert "<Play" in first_doc and "<Redirect" in first_doc and "<Say" not in first_doc
             # DTMF after connect (no stream): <Play digits> then back to the webhook.
-            await r.wait_call(placed["callId"], lambda c: len(c.transcript) >= 2)
+            # Once the agent has answered and the caller's turn is open:
+            await r.wait_call(placed["callId"], lambda c: len(c.transcript) >= 3
+                              and c.state is CallState.LISTENING)
+            await r.fake.wait_for(lambda: fake_call.verbs[-1:] == ["Redirect"]
+                                  or "Gather" in fake_call.verbs[-2:], 5)
             result = await r.rpc("voicecall.dtmf", {"callId": placed["callId"],
                                                     "digits": "9,9"})
             assert result == {"success": True}
             await r.fake.wait_for(lambda: "9w9" in fake_call.digits_played, 5)
-            await r.wait_call(placed["callId"], lambda c: c.terminal, timeout=10)
+            # Control came back to the webhook, which reopened the caller's turn.
+            await r.fake.wait_for(lambda: fake_call.verbs[-2:] == ["Gather", "Redirect"]
+                                  or "Gather" in fake_call.verbs[-1:], 5)
+            assert await r.rpc("voicecall.end", {"callId": placed["callId"]}) == {
+                "success": True}
+            await r.fake.wait_for(lambda: fake_call.status == "completed", 5)
     await asyncio.wait_for(run(), BOUND)
 
 

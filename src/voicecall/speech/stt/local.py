@@ -44,19 +44,19 @@ import asyncio
 import contextlib
 import logging
 import math
-import multiprocessing
 import os
+import pickle
 import re
+import struct
+import sys
 import tempfile
 import threading
 import time
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -64,7 +64,7 @@ import numpy.typing as npt
 from voicecall.audio.g711 import FRAME_BYTES, SAMPLE_RATE, mulaw_to_pcm16
 from voicecall.audio.pcm import Framer
 from voicecall.audio.resample import StreamResampler
-from voicecall.audio.vad import WebrtcVad
+from voicecall.audio.vad import EnergyVad, WebrtcVad
 from voicecall.errors import ConfigError, ProviderError
 from voicecall.speech.stt.base import SttCapabilities, SttEvent
 
@@ -398,62 +398,146 @@ def build_engine(spec: EngineSpec) -> Engine:
 
 
 # --------------------------------------------------------------------------- workers
+#
+# A worker is ``python -c "...; _worker_main()"`` speaking length-prefixed
+# pickles over its stdin/stdout (parent and child are the same program, so
+# pickle is safe here). A plain subprocess, rather than multiprocessing,
+# never re-imports the parent's ``__main__`` and never forks a process that
+# runs threads and an event loop.
 
-_WORKER: dict[str, Any] = {}
-
-
-def _worker_init(spec: EngineSpec) -> None:
-    try:
-        _WORKER["engine"] = build_engine(spec)
-    except BaseException as exc:  # reported by _worker_ping, not as a broken pool
-        _WORKER["error"] = f"{type(exc).__name__}: {exc}"
-
-
-def _worker_ping() -> str | None:
-    error = _WORKER.get("error")
-    return str(error) if error is not None else None
+_LEN = struct.Struct(">I")
+_WORKER_CMD = "from voicecall.speech.stt.local import _worker_main; _worker_main()"
+_WORKER_STOP_S = 2.0
+_SRC_DIR = str(Path(__file__).resolve().parents[3])      # the directory holding voicecall/
 
 
-def _worker_transcribe(pcm: bytes, hints: tuple[str, ...] | None) -> Transcript:
-    engine = _WORKER.get("engine")
-    if engine is None:
-        raise RuntimeError(str(_WORKER.get("error") or "engine not initialised"))
-    result: Transcript = engine.transcribe(pcm, hints)
-    return result
+def _read_msg(stream: BinaryIO) -> Any:
+    head = stream.read(_LEN.size)
+    if len(head) < _LEN.size:
+        raise EOFError
+    size = _LEN.unpack(head)[0]
+    body = stream.read(size)
+    if len(body) < size:
+        raise EOFError
+    return pickle.loads(body)
+
+
+def _write_msg(stream: BinaryIO, msg: Any) -> None:
+    body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_LEN.pack(len(body)) + body)
+    stream.flush()
+
+
+def _worker_main() -> None:
+    """Entry point of a worker process: one engine, requests served in order until EOF."""
+    proto_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)                       # stray C-level prints must not corrupt the channel
+    proto_in = sys.stdin.buffer
+    engine: Engine | None = None
+    while True:
+        try:
+            msg = _read_msg(proto_in)
+        except EOFError:
+            return
+        try:
+            if msg[0] == "init":
+                engine = build_engine(msg[1])
+                reply: tuple[str, Any] = ("ok", None)
+            elif msg[0] == "transcribe":
+                if engine is None:
+                    raise RuntimeError("engine not initialised")
+                reply = ("ok", engine.transcribe(msg[1], msg[2]))
+            else:
+                raise RuntimeError(f"unknown request {msg[0]!r}")
+        except Exception as exc:
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        _write_msg(proto_out, reply)
+
+
+class _Worker:
+    """The parent's handle on one worker process (one request at a time)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.alive = True
+
+    @classmethod
+    async def spawn(cls, spec: EngineSpec) -> _Worker:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC_DIR, env.get("PYTHONPATH")) if p)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _WORKER_CMD, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, env=env)
+        worker = cls(proc)
+        try:
+            await worker.call(("init", spec))
+        except BaseException:
+            await worker.stop()
+            raise
+        return worker
+
+    async def call(self, msg: tuple[Any, ...]) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self.proc.stdin.write(_LEN.pack(len(body)) + body)
+            await self.proc.stdin.drain()
+            head = await self.proc.stdout.readexactly(_LEN.size)
+            reply = pickle.loads(await self.proc.stdout.readexactly(_LEN.unpack(head)[0]))
+        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as exc:
+            self.alive = False
+            code = self.proc.returncode
+            raise ProviderError(f"local STT worker died (exit code {code})",
+                                retryable=True) from exc
+        if reply[0] != "ok":
+            raise ProviderError(f"local STT: {reply[1]}")
+        return reply[1]
+
+    async def stop(self) -> None:
+        self.alive = False
+        if self.proc.returncode is not None:
+            return
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), _WORKER_STOP_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+
+    def kill(self) -> None:
+        self.alive = False
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
 
 
 class _Runner:
-    """Runs an engine off the event loop: a process pool, or one engine in a thread."""
+    """Runs an engine off the event loop: worker processes, or one engine in a thread."""
 
     def __init__(self, spec: EngineSpec, worker: Literal["process", "thread"],
                  workers: int) -> None:
         self.spec = spec
         self.worker = worker
         self.workers = workers
-        self._pool: Executor | None = None
         self._engine: Engine | None = None
         self._lock = threading.Lock()
         self._ready: asyncio.Task[None] | None = None
+        self._all: list[_Worker] = []
+        self._idle: asyncio.Queue[_Worker] | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
 
     def start(self) -> asyncio.Task[None]:
         """The (shared) start-up task; a failed start is retried by the next caller."""
         if self._ready is not None and self._ready.done() and (
                 self._ready.cancelled() or self._ready.exception() is not None):
-            self.close()
+            self._ready = None
         if self._ready is None:
             self._ready = asyncio.get_running_loop().create_task(self._start())
         return self._ready
 
     async def _start(self) -> None:
-        try:
-            await self._start_engine()
-        except BaseException:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-            raise
-
-    async def _start_engine(self) -> None:
         if self.worker == "thread":
             try:
                 self._engine = await asyncio.to_thread(build_engine, self.spec)
@@ -461,16 +545,17 @@ class _Runner:
                 raise ProviderError(f"local STT: cannot load the model: "
                                     f"{type(exc).__name__}: {exc}") from exc
             return
-        ctx = multiprocessing.get_context("spawn")   # fork is unsafe with threads/event loops
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
-                                         initializer=_worker_init, initargs=(self.spec,))
-        loop = asyncio.get_running_loop()
-        try:
-            error = await loop.run_in_executor(self._pool, _worker_ping)
-        except Exception as exc:
-            raise ProviderError(f"local STT: worker failed to start: {exc}") from exc
-        if error:
-            raise ProviderError(f"local STT: cannot load the model: {error}")
+        self._idle = asyncio.Queue()
+        results = await asyncio.gather(*(_Worker.spawn(self.spec) for _ in range(self.workers)),
+                                       return_exceptions=True)
+        for r in results:
+            if isinstance(r, _Worker):
+                self._all.append(r)
+                self._idle.put_nowait(r)
+        if not self._all:
+            err = next(r for r in results if isinstance(r, BaseException))
+            raise err if isinstance(err, ProviderError) else \
+                ProviderError(f"local STT: worker failed to start: {err}")
 
     def _transcribe_locked(self, pcm: bytes, hints: tuple[str, ...] | None) -> Transcript:
         assert self._engine is not None
@@ -481,23 +566,55 @@ class _Runner:
         await self.start()
         if self.worker == "thread":
             return await asyncio.to_thread(self._transcribe_locked, pcm, hints)
-        assert self._pool is not None
-        try:
-            result: Transcript = await asyncio.get_running_loop().run_in_executor(
-                self._pool, _worker_transcribe, pcm, hints)
-        except BrokenProcessPool as exc:          # a worker died: restart on the next call
-            self.close()
-            raise ProviderError(f"local STT worker died: {exc}", retryable=True) from exc
+        # The request runs to completion even if our caller is cancelled, so a
+        # late reply can never be read by the next request on that worker.
+        task = asyncio.get_running_loop().create_task(self._dispatch(pcm, hints))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        result: Transcript = await asyncio.shield(task)
         return result
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-        self._engine = None
+    async def _dispatch(self, pcm: bytes, hints: tuple[str, ...] | None) -> Transcript:
+        assert self._idle is not None
+        worker = await self._idle.get()
+        try:
+            result: Transcript = await worker.call(("transcribe", pcm, hints))
+            return result
+        finally:
+            if worker.alive:
+                self._idle.put_nowait(worker)
+            else:                                   # replace a dead worker in the background
+                self._all.remove(worker)
+                task = asyncio.get_running_loop().create_task(self._respawn())
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+
+    async def _respawn(self) -> None:
+        try:
+            worker = await _Worker.spawn(self.spec)
+        except Exception as exc:
+            log.error("local STT: could not restart a worker: %s", exc)
+            return
+        self._all.append(worker)
+        if self._idle is not None:
+            self._idle.put_nowait(worker)
+
+    async def aclose(self) -> None:
         if self._ready is not None and not self._ready.done():
             self._ready.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._ready
+        for task in list(self._inflight):
+            task.cancel()
+        await asyncio.gather(*(w.stop() for w in self._all), return_exceptions=True)
+        self._all.clear()
+        self._idle = None
+        self._engine = None
         self._ready = None
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._all]
 
 
 # --------------------------------------------------------------------------- session
@@ -510,15 +627,17 @@ class _Settings:
     max_utterance_ms: int = DEFAULT_MAX_UTTERANCE_MS
     vad_aggressiveness: int = DEFAULT_VAD_AGGRESSIVENESS
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
-    extra: dict[str, Any] = field(default_factory=dict)
+    vad: Literal["webrtc", "energy"] = "webrtc"
 
 
 class LocalSttSession:
     """One call: VAD endpointing on the event loop, decoding on the runner."""
 
     def __init__(self, runner: _Runner, settings: _Settings, call_id: str,
-                 hints: tuple[str, ...] | None = None) -> None:
+                 hints: tuple[str, ...] | None = None,
+                 on_close: Callable[[LocalSttSession], None] | None = None) -> None:
         self.call_id = call_id
+        self._on_close = on_close
         self._runner = runner
         self._settings = settings
         self._hints = hints
@@ -531,8 +650,11 @@ class LocalSttSession:
         self._closed = False
         self._framer = Framer(FRAME_BYTES)
         self._resampler = StreamResampler(SAMPLE_RATE, self._rate)
-        self._vad = WebrtcVad(aggressiveness=settings.vad_aggressiveness, trigger_frames=3,
-                              release_frames=max(1, settings.silence_ms // FRAME_MS))
+        release = max(1, settings.silence_ms // FRAME_MS)
+        self._vad: WebrtcVad | EnergyVad = WebrtcVad(
+            aggressiveness=settings.vad_aggressiveness, trigger_frames=3,
+            release_frames=release) if settings.vad == "webrtc" else \
+            EnergyVad(trigger_frames=3, release_frames=release)
         pre_frames = max(1, settings.pre_roll_ms // FRAME_MS)
         self._pre_roll: deque[npt.NDArray[np.int16]] = deque(maxlen=pre_frames)
         self._utterance: list[npt.NDArray[np.int16]] | None = None
@@ -547,8 +669,8 @@ class LocalSttSession:
         await asyncio.shield(self._ready)
 
     async def send_audio(self, mulaw: bytes) -> None:
-        if self._closed or not mulaw:
-            return
+        if self._closed or not mulaw or (self._ready.done() and self._ready.exception()):
+            return                                # closed or failed: nobody will listen
         self._audio.put_nowait(bytes(mulaw))
         if not self._ready.done():
             self._queued_bytes += len(mulaw)
@@ -582,6 +704,8 @@ class LocalSttSession:
             self._ready.set_exception(ProviderError("local STT session closed"))
             self._ready.exception()
         self._emit(SttEvent("closed"))
+        if self._on_close is not None:
+            self._on_close(self)
 
     # -- internals
 
@@ -672,14 +796,20 @@ class STT:
                  silence_ms: int = DEFAULT_SILENCE_MS, pre_roll_ms: int = DEFAULT_PRE_ROLL_MS,
                  max_utterance_ms: int = DEFAULT_MAX_UTTERANCE_MS,
                  vad_aggressiveness: int = DEFAULT_VAD_AGGRESSIVENESS,
-                 ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S) -> None:
+                 ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+                 vad: Literal["webrtc", "energy"] | None = None) -> None:
         self.spec = spec or EngineSpec()
         self.worker: Literal["process", "thread"] = worker or (
             "thread" if self.spec.kind == "whisper" else "process")
         # Endpointing is ours (VAD), there are no partial hypotheses.
         self.capabilities = SttCapabilities(interim_results=False, server_vad=True)
+        if vad is None:
+            vad = "webrtc" if _module_available("webrtcvad") else "energy"
+            if vad == "energy":
+                log.warning("local STT: webrtcvad-wheels is not installed; endpointing with "
+                            "the energy VAD (pip install webrtcvad-wheels)")
         self._settings = _Settings(silence_ms, pre_roll_ms, max_utterance_ms,
-                                   vad_aggressiveness, ready_timeout_s)
+                                   vad_aggressiveness, ready_timeout_s, vad)
         self._runner = _Runner(self.spec, self.worker, max(1, workers))
         self._sessions: set[LocalSttSession] = set()
 
@@ -687,7 +817,8 @@ class STT:
         """A session for one call; ``hints`` (optional) replace the configured ones for it."""
         self._runner.start()
         session = LocalSttSession(self._runner, self._settings, call_id,
-                                  tuple(hints) if hints is not None else None)
+                                  tuple(hints) if hints is not None else None,
+                                  on_close=self._sessions.discard)
         self._sessions.add(session)
         return session
 
@@ -700,7 +831,7 @@ class STT:
         for session in list(self._sessions):
             await session.aclose()
         self._sessions.clear()
-        self._runner.close()
+        await self._runner.aclose()
 
 
 def _has_mdef(path: Path) -> bool:
@@ -755,7 +886,8 @@ def create(cfg: Mapping[str, Any]) -> STT:
     ``words`` ({word: "ARPAbet phones"}), ``silenceMs`` (600), ``preRollMs``
     (300), ``maxUtteranceMs`` (20000), ``vadAggressiveness`` (0-3, 2),
     ``modelPath``, ``language`` (whisper, "en"), ``bandFill`` (true),
-    ``worker`` ("process" | "thread"), ``workers`` (1), ``readyTimeoutS`` (60).
+    ``worker`` ("process" | "thread"), ``workers`` (1), ``readyTimeoutS`` (60),
+    ``vad`` ("webrtc", or "energy" when webrtcvad-wheels is missing).
     """
     from voicecall.speech.stt._ws import ProviderConfig
 
@@ -766,9 +898,11 @@ def create(cfg: Mapping[str, Any]) -> STT:
     if spec_args["kind"] == "pocketsphinx" and not _module_available("pocketsphinx"):
         raise ConfigError("the local STT needs the package pocketsphinx "
                               "(pip install pocketsphinx)", path=pc.path("modelPath"))
-    if not _module_available("webrtcvad"):
-        raise ConfigError("the local STT needs the package webrtcvad-wheels "
-                          "(pip install webrtcvad-wheels)", path=pc.path("silenceMs"))
+    vad = pc.get_choice("vad", "webrtc" if _module_available("webrtcvad") else "energy",
+                        ("webrtc", "energy"))
+    if vad == "webrtc" and not _module_available("webrtcvad"):
+        raise ConfigError("needs the package webrtcvad-wheels (pip install webrtcvad-wheels)",
+                          path=pc.path("vad"))
     words_raw = pc.raw("words") or {}
     if not isinstance(words_raw, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in words_raw.items()):
@@ -796,7 +930,8 @@ def create(cfg: Mapping[str, Any]) -> STT:
                vad_aggressiveness=pc.get_int("vadAggressiveness", DEFAULT_VAD_AGGRESSIVENESS,
                                              minimum=0, maximum=3),
                ready_timeout_s=pc.get_number("readyTimeoutS", DEFAULT_READY_TIMEOUT_S,
-                                             minimum=1))
+                                             minimum=1),
+               vad=vad)  # type: ignore[arg-type]
 
 
 def _module_available(name: str) -> bool:

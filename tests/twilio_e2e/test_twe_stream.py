@@ -217,3 +217,80 @@ async def test_stream_max_connections_refuses_the_upgrade(tmp_path: Path, speech
             await again.close()
             await held[1].close()
     await asyncio.wait_for(run(), BOUND)
+
+
+async def test_outbound_greeting_is_not_cut_but_inbound_greeting_is(tmp_path: Path, speech: tuple[
+        fake_speech.ScriptedSTT, fake_speech.ToneTTS]) -> None:
+    stt, tts = speech
+    greeting = " ".join(["hello"] * 25)  # ~2.5 s at 60 ms + 40 ms per word
+
+    async def run() -> None:
+        # Outbound conversation: the callee talks over the greeting; it keeps sounding.
+        async with rig(tmp_path / "out", callee=CalleeScript(replies=[]), **STREAMING) as r:
+            placed = await r.rpc("voicecall.initiate", {
+                "to": CALLEE, "message": greeting, "mode": "conversation"})
+            fake_call = r.fake.latest_call
+            await r.fake.wait_for(lambda: len(fake_call.outbound_audio) > 1600, 5)
+            await r.fake.speak(fake_call.sid, "hello? hello?")
+            await r.fake.wait_for(lambda: fake_call.marks_echoed, 8)  # greeting heard out
+            assert placed["callId"]
+            assert fake_call.clears == []
+            assert len(fake_call.outbound_audio) >= 25 * 100 * 8 * 0.95  # all of it played
+        # Inbound: the greeting is not protected; caller speech clears it.
+        async with rig(tmp_path / "in", callee=CalleeScript(replies=[]), inboundPolicy="open",
+                       inboundGreeting=greeting, **STREAMING) as r:
+            sid = await r.fake.place_inbound("+15550001111", "+15550009999",
+                                             "https://voice.example.com/voice/webhook")
+            fake_call = r.fake.calls[sid]
+            await r.fake.wait_for(lambda: len(fake_call.outbound_audio) > 1600, 5)
+            await r.fake.speak(sid, "hello? hello?")
+            await r.fake.wait_for(lambda: fake_call.clears, 5)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "in").mkdir()
+    await asyncio.wait_for(run(), BOUND)
+
+
+async def test_greeting_waits_for_transcription_and_early_media_is_queued(tmp_path: Path) -> None:
+    stt = fake_speech.ScriptedSTT([], ready_delay_s=0.6)
+    tts = fake_speech.ToneTTS(word_ms=40)
+    fake_speech.register(stt, tts, name="slow")
+    try:
+        async def run() -> None:
+            async with rig(tmp_path, callee=CalleeScript(replies=[]), inboundPolicy="open",
+                           streaming={"enabled": True, "provider": "slow"},
+                           tts={"provider": "slow"}) as r:
+                sid = await r.fake.place_inbound("+15550001111", "+15550009999",
+                                                 "https://voice.example.com/voice/webhook")
+                fake_call = r.fake.calls[sid]
+                stream = await r.fake.wait_for_stream(sid)
+                await asyncio.sleep(0.3)
+                # Transcription is still connecting: no greeting yet, caller audio queued.
+                assert len(fake_call.outbound_audio) == 0
+                assert stt.sessions and stt.sessions[0].audio_bytes > 0
+                await r.fake.wait_for(lambda: len(fake_call.outbound_audio) > 0, 3)
+                assert tts.spoken == ["Hello! How can I help you today?"]
+                assert stream.stream_sid
+        await asyncio.wait_for(run(), BOUND)
+    finally:
+        registry.unregister("slow")
+
+
+async def test_unknown_stt_provider_skips_media_without_failing(tmp_path: Path) -> None:
+    tts = fake_speech.ToneTTS(word_ms=40)
+    registry.register_tts("tone2", lambda cfg: tts)
+    try:
+        async def run() -> None:
+            async with rig(tmp_path, callee=CalleeScript(replies=[]), inboundPolicy="open",
+                           streaming={"enabled": True, "provider": "no-such-stt"},
+                           tts={"provider": "tone2"}) as r:
+                sid = await r.fake.place_inbound("+15550001111", "+15550009999",
+                                                 "https://voice.example.com/voice/webhook")
+                fake_call = r.fake.calls[sid]
+                await r.fake.wait_for_stream(sid)
+                # The gateway is up, the call is connected and greeted; media is just
+                # not transcribed.
+                await r.fake.wait_for(lambda: len(fake_call.outbound_audio) > 0, 3)
+                assert (await r.rpc("voicecall.list"))["calls"]
+        await asyncio.wait_for(run(), BOUND)
+    finally:
+        registry.unregister("tone2")

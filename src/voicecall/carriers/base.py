@@ -103,6 +103,7 @@ class Carrier(Protocol):
 
     # -- webhooks: the gateway runs the security pipeline, the carrier the rest --
     required_headers: tuple[str, ...]   # rejected before the body is read when missing
+    cache_replies: bool                 # a replay gets the first answer again (else replay_reply)
 
     def verify_webhook(self, req: RequestView, body: bytes) -> Verification: ...
 

@@ -70,6 +70,7 @@ class Carrier:
     name = "mock"
     survives_restart = False   # the simulated far end lives in this process
     notify_inline = False
+    cache_replies = False
     required_headers: tuple[str, ...] = ()
 
     def __init__(self, timings: MockTimings | None = None,

@@ -50,11 +50,13 @@ class TelnyxConfig(StrictModel):
     connection_id: NonEmptyStr | None = None
     # Ed25519 webhook key: public by nature, so a plain string.
     public_key: NonEmptyStr | None = None
+    api_base_url: HttpUrl | None = None  # voicecall extension: REST base (proxy / test fake)
 
 
 class PlivoConfig(StrictModel):
     auth_id: NonEmptyStr | None = None
     auth_token: Secret | None = None
+    api_base_url: HttpUrl | None = None  # voicecall extension: REST base (proxy / test fake)
 
 
 # --- TTS (same shape as the core ``messages.tts``) --------------------------

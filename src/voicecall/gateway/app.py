@@ -18,7 +18,7 @@ from voicecall.gateway.limits import BodyTimeout, BodyTooLarge, InFlight, read_c
 from voicecall.gateway.media import media_route
 from voicecall.gateway.rpc import RpcContext, dispatch
 from voicecall.gateway.runtime import Runtime
-from voicecall.gateway.security import NO_REMOTE, ReplayCache, RequestView
+from voicecall.gateway.security import NO_REMOTE, CachedResponse, ReplayCache, RequestView
 
 log = logging.getLogger("voicecall.gateway")
 MAX_RPC_BODY = 1024 * 1024
@@ -95,11 +95,22 @@ def webhook_app(runtime: Runtime) -> Starlette:
                     log.warning("webhook.rejected", extra={"why": verdict.reason})
                     return PlainTextResponse("Invalid signature", status_code=401)
                 key = verdict.request_key
-            if key is not None and replays.seen(key, time.time()):
+            now = time.time()
+            if key is not None and replays.seen(key, now):
                 log.info("webhook.replay_acknowledged")
+                cached = replays.get_response(key, now) if carrier.cache_replies else None
+                if cached is not None:
+                    return Response(cached.body, status_code=cached.status_code,
+                                    media_type=cached.media_type)
                 return _reply(carrier.replay_reply())
             try:
-                return _reply(await carrier.handle_webhook(view, body, key))
+                reply = await carrier.handle_webhook(view, body, key)
+                if key is not None and carrier.cache_replies:
+                    # Carriers without per-request tokens get the very same answer on a
+                    # replay, and nothing is processed twice.
+                    replays.put_response(key, CachedResponse(
+                        reply.status, reply.body.encode(), reply.content_type), now)
+                return _reply(reply)
             except ProtocolError as exc:
                 return PlainTextResponse(str(exc), status_code=400)
             except VoicecallError as exc:

@@ -82,6 +82,7 @@ class Carrier:
     name = "twilio"
     survives_restart = True
     notify_inline = True
+    cache_replies = False
     required_headers: tuple[str, ...] = (SIGNATURE_HEADER.lower(),)
 
     def __init__(self, config: VoiceCallConfig, rest: TwilioRest, *, auth_token: str,

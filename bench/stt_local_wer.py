@@ -67,11 +67,13 @@ def synth(text: str, voice: str) -> tuple[np.ndarray, int]:
             w.getframerate()
 
 
-def telephone(pcm: np.ndarray, rate: int) -> bytes:
-    """Down to 8 kHz and G.711 mu-law, with line silence around the phrase."""
-    lead = bytes([MULAW_SILENCE]) * (8 * LEAD_MS)
-    trail = bytes([MULAW_SILENCE]) * (8 * TRAIL_MS)
-    return lead + pcm16_to_mulaw(resample_pcm16(pcm, rate, 8000)) + trail
+def telephone(pcm: np.ndarray, rate: int, noise_db: float | None, seed: int) -> bytes:
+    """Down to 8 kHz, line silence around the phrase, a line noise floor, G.711 mu-law."""
+    narrow = resample_pcm16(pcm, rate, 8000).astype(np.float64)
+    x = np.concatenate([np.zeros(8 * LEAD_MS), narrow, np.zeros(8 * TRAIL_MS)])
+    if noise_db is not None:   # real lines are never digitally silent
+        x += np.random.default_rng(seed).standard_normal(x.size) * 32768 * 10 ** (noise_db / 20)
+    return pcm16_to_mulaw(np.clip(np.rint(x), -32768, 32767).astype(np.int16))
 
 
 def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
@@ -171,13 +173,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--voices", default="slt", help="comma-separated flite voices (slt)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every hypothesis")
     ap.add_argument("--no-session", action="store_true", help="skip the session condition")
+    ap.add_argument("--line-noise-db", type=float, default=-60.0,
+                    help="line noise floor in dBFS (default -60); 'nan' for a silent line")
     args = ap.parse_args(argv)
     if shutil.which("flite") is None:
         print("flite is not installed: apt-get install -y flite", file=sys.stderr)
         return 2
     phrases = list(PHRASES)
     print(f"{len(phrases)} phrases, {sum(len(p.split()) for p in phrases)} words, "
-          f"flite voice(s) {args.voices}, telephone channel 16k -> 8 kHz mu-law -> 16k\n")
+          f"flite voice(s) {args.voices}, telephone channel 16k -> 8 kHz mu-law -> 16k, "
+          f"line noise {args.line_noise_db:g} dBFS\n")
     print(f"{'condition':<22} {'WER':>6} {'recall':>7} {'exact':>7} {'hints':>8} {'xRT':>6}")
     for voice in args.voices.split(","):
         clean, tel_pcm, tel_mulaw = [], [], []
@@ -187,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             pad = lambda ms: np.zeros(16 * ms, dtype=np.int16)  # noqa: E731
             clean.append((p, np.concatenate([pad(LEAD_MS), pcm16k, pad(TRAIL_MS)])
                           .astype("<i2").tobytes()))
-            mu = telephone(pcm, rate)
+            noise = None if np.isnan(args.line_noise_db) else args.line_noise_db
+            mu = telephone(pcm, rate, noise, seed=len(tel_mulaw))
             tel_mulaw.append((p, mu))
             tel_pcm.append((p, resample_pcm16(mulaw_to_pcm16(mu), 8000, 16000)
                             .astype("<i2").tobytes()))

@@ -31,7 +31,6 @@ the reply. Imported only by ``bench_turn.py --side peer``; needs
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -96,7 +95,7 @@ class Probe:
         self.pending: float | None = None
         self.samples: list[float] = []
         self.replied = asyncio.Event()
-        self.last_media = 0.0
+        self.media = asyncio.Event()
         self.clears = 0
         self.media_frames = 0
 
@@ -111,7 +110,7 @@ class Probe:
         if kind != "media":
             return
         self.media_frames += 1
-        self.last_media = now
+        self.media.set()
         if self.pending is not None:
             self.samples.append((now - self.pending) * 1000)
             self.pending = None
@@ -122,7 +121,9 @@ class ScriptedSTT(STTService):
     """Energy-endpointed "recogniser": one final transcript per caller utterance."""
 
     def __init__(self, probe: Probe, text: str, **kwargs: Any) -> None:
-        super().__init__(settings=STTSettings(model=None, language=None), **kwargs)
+        # ttfs_p99_latency only informs turn strategies, which this pipeline has none of.
+        super().__init__(settings=STTSettings(model=None, language=None),
+                         ttfs_p99_latency=0.1, **kwargs)
         self._probe = probe
         self._text = text
         self._vad = EnergyVad(release_frames=10)  # as fake_speech.ScriptedSTT
@@ -205,7 +206,8 @@ def build_app(probe: Probe, transcript: str, reply: str,
             await worker.cancel()
 
         runner = WorkerRunner(handle_sigint=False)
-        await runner.run(worker)
+        await runner.add_workers(worker)
+        await runner.run()
 
     return app
 
@@ -260,8 +262,12 @@ async def _call(url: str, call_no: int, turns: int, caller_audio: bytes, probe: 
                 if samples is not None:
                     samples.extend(probe.samples[before:])
                 # The reply plays out; the caller speaks again after turn_gap of quiet.
-                while time.perf_counter() - probe.last_media < turn_gap:
-                    await asyncio.sleep(turn_gap / 2)
+                while True:
+                    probe.media.clear()
+                    try:
+                        await asyncio.wait_for(probe.media.wait(), turn_gap)
+                    except TimeoutError:
+                        break
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -298,8 +304,3 @@ async def run(*, calls: int, turns_per_call: int, warmup_turns: int, transcript:
         await asyncio.wait_for(serving, 15)
     return {"firstFrameMs": samples, "clears": probe.clears, "mediaFrames": probe.media_frames,
             "version": pipecat_version()}
-
-
-def payload_bytes(event: dict[str, Any]) -> int:
-    """Decoded size of a ``media`` message's payload (for sanity checks)."""
-    return len(base64.b64decode(event.get("media", {}).get("payload", "")))

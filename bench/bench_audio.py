@@ -31,6 +31,7 @@ import numpy as np
 
 from voicecall.audio.g711 import (
     alaw_to_pcm16,
+    mulaw_to_alaw,
     mulaw_to_pcm16,
     pcm16_to_alaw,
     pcm16_to_mulaw,
@@ -85,6 +86,32 @@ def row(name: str, ours: float, peer_name: str | None = None, peer: float | None
     print(f"  {name:<34} {ours:>12,.0f} fps {ours / 50:>9,.0f} calls/core   {ratio}")
 
 
+def bench_resample(src: int, dst: int, sec: float) -> None:
+    x = speechlike(src)
+    n_in = src // 50
+    frs = [x[i * n_in:(i + 1) * n_in] for i in range(x.size // n_in)]
+    frb = [f.astype("<i2").tobytes() for f in frs]
+    rs = StreamResampler(src, dst)
+    ours = fps(lambda i: rs.feed(frs[i]), len(frs), sec)
+    peer_fps: float | None = None
+    if audioop is not None:
+        au = audioop
+        state: list[Any] = [None]
+
+        def ratecv(i: int) -> None:
+            _out, state[0] = au.ratecv(frb[i], 2, 1, src, dst, state[0])
+
+        peer_fps = fps(ratecv, len(frs), sec)
+    grid_in = np.arange(n_in)
+    grid_out = np.linspace(0, n_in - 1, dst // 50)
+    naive = fps(lambda i: np.interp(grid_out, grid_in, frs[i]).astype(np.int16), len(frs), sec)
+    label = f"{src // 1000}k -> {dst // 1000}k (soxr HQ)"
+    row(label, ours, "audioop.ratecv" if peer_fps else "np.interp", peer_fps or naive)
+    if peer_fps:
+        print(f"  {'':<34} {'':>12} {'':>20}   {ours / naive:7.2f}x vs np.interp "
+              f"({naive:,.0f} fps)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=0.5, help="time per measurement")
@@ -118,34 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     row("A-law encode", fps(lambda i: pcm16_to_alaw(pcm_frames[i]), nfr, sec), peer,
         peers.get("a-enc"))
 
+    if audioop is not None:
+        au = audioop
+        row("mu-law -> A-law transcode", fps(lambda i: mulaw_to_alaw(mu_frames[i]), nfr, sec),
+            "audioop chain", fps(lambda i: au.lin2alaw(au.ulaw2lin(mu_frames[i], 2), 2),
+                                 nfr, sec))
+
     print("\nResampling (stateful, per 20 ms frame)")
     for src, dst in ((8000, 16000), (24000, 8000), (16000, 8000), (48000, 8000)):
-        x = speechlike(src)
-        n_in = src // 50
-        frs = [x[i * n_in:(i + 1) * n_in] for i in range(x.size // n_in)]
-        frb = [f.astype("<i2").tobytes() for f in frs]
-        rs = StreamResampler(src, dst)
-        ours = fps(lambda i: rs.feed(frs[i]), len(frs), sec)
-        peer_fps: float | None = None
-        if audioop is not None:
-            au = audioop
-            state: list[Any] = [None]
-
-            def ratecv(i: int) -> None:
-                out, state[0] = au.ratecv(frb[i], 2, 1, src, dst, state[0])
-
-            peer_fps = fps(ratecv, len(frs), sec)
-        n_out = dst // 50
-        grid_in = np.arange(n_in)
-        grid_out = np.linspace(0, n_in - 1, n_out)
-        naive = fps(lambda i: np.interp(grid_out, grid_in, frs[i]).astype(np.int16),
-                    len(frs), sec)
-        label = f"{src // 1000}k -> {dst // 1000}k (soxr HQ)"
-        row(label, ours, "audioop.ratecv" if peer_fps else "np.interp",
-            peer_fps or naive)
-        if peer_fps:
-            print(f"  {'':<34} {'':>12} {'':>20}   {ours / naive:7.2f}x vs np.interp "
-                  f"({naive:,.0f} fps)")
+        bench_resample(src, dst, sec)
 
     print("\nVAD (mu-law frames)")
     speech_mu = [pcm16_to_mulaw(f) for f in pcm_frames]

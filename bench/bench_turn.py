@@ -95,6 +95,12 @@ class Probe:
     def __init__(self) -> None:
         self.pending: float | None = None
         self.samples: list[float] = []
+        self.expected = 0
+        self.done = asyncio.Event()
+
+    def expect(self, count: int) -> None:
+        self.expected = count
+        self.done.clear()
 
     def final(self) -> None:
         self.pending = time.perf_counter()
@@ -105,6 +111,8 @@ class Probe:
         if json.loads(message).get("event") == "media":
             self.samples.append((now - self.pending) * 1000)
             self.pending = None
+            if len(self.samples) >= self.expected:
+                self.done.set()
 
 
 class _TimedSession:
@@ -222,6 +230,7 @@ async def run_ours(calls: int, turns_per_call: int, warmup_turns: int,
                                                    audio=lambda _text: utterance,
                                                    hangup_when_done=True)
                         before = len(probe.samples)
+                        probe.expect(before + turns)
                         resp = await http.post(gateway.control_url, headers={
                             "Authorization": f"Bearer {token}"}, json={
                             "jsonrpc": "2.0", "id": 1, "method": "voicecall.initiate",
@@ -231,7 +240,9 @@ async def run_ours(calls: int, turns_per_call: int, warmup_turns: int,
                         if "error" in doc:
                             raise RuntimeError(f"initiate failed: {doc['error']}")
                         call_id = doc["result"]["callId"]
-                        deadline = time.monotonic() + 10 + turns * 3
+                        # No polling while turns are timed: wait for the last reply's first frame.
+                        await asyncio.wait_for(probe.done.wait(), 10 + turns * 3)
+                        deadline = time.monotonic() + 10
                         while not ((c := manager.get(call_id)) is not None and c.terminal):
                             if time.monotonic() > deadline:
                                 raise RuntimeError(f"call {call_id} did not finish")

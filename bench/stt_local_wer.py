@@ -204,12 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine_condition("16k plain", plain, clean, lambda i: ()),
             engine_condition("tel plain", plain, tel_pcm, lambda i: ()),
             engine_condition("tel band-fill", filled, tel_pcm, lambda i: ()),
-            engine_condition("tel hints", filled, tel_pcm, lambda i: everything),
-            engine_condition("tel hints (no fill)", plain, tel_pcm, lambda i: everything),
+            engine_condition("tel hints", filled, tel_pcm, lambda i, e=everything: e),
+            engine_condition("tel hints (no fill)", plain, tel_pcm, lambda i, e=everything: e),
             engine_condition("tel hints-loo", filled, tel_pcm,
-                             lambda i: everything[:i] + everything[i + 1:]),
+                             lambda i, e=everything: e[:i] + e[i + 1:]),
             engine_condition("tel hints-loo no fill", plain, tel_pcm,
-                             lambda i: everything[:i] + everything[i + 1:]),
+                             lambda i, e=everything: e[:i] + e[i + 1:]),
         ]
         if not args.no_session:
             scores.append(asyncio.run(session_condition("session hints", tel_mulaw,

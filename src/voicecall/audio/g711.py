@@ -46,7 +46,15 @@ def _encode_table() -> npt.NDArray[np.uint8]:
 
 
 DECODE = _decode_table()
-ENCODE = _encode_table()
+ENCODE = _encode_table()                        # indexed by sample + 32768
+_ENCODE_U16 = np.roll(ENCODE, -32768)           # indexed by the sample's uint16 bit pattern
+
+
+def _as_u16(samples: npt.NDArray[np.int16]) -> npt.NDArray[np.uint16]:
+    s = np.asarray(samples)
+    if s.dtype != np.int16:
+        s = s.astype(np.int16)
+    return s.view(np.uint16)
 
 
 def mulaw_to_pcm16(data: bytes) -> npt.NDArray[np.int16]:
@@ -54,8 +62,7 @@ def mulaw_to_pcm16(data: bytes) -> npt.NDArray[np.int16]:
 
 
 def pcm16_to_mulaw(samples: npt.NDArray[np.int16]) -> bytes:
-    idx = samples.astype(np.int32) + 32768
-    return bytes(ENCODE[idx].tobytes())
+    return _ENCODE_U16.take(_as_u16(samples)).tobytes()
 
 
 def _alaw_decode_table() -> npt.NDArray[np.int16]:
@@ -81,7 +88,12 @@ def _alaw_encode_table() -> npt.NDArray[np.uint8]:
 
 
 ALAW_DECODE = _alaw_decode_table()
-ALAW_ENCODE = _alaw_encode_table()
+ALAW_ENCODE = _alaw_encode_table()              # indexed by sample + 32768
+_ALAW_ENCODE_U16 = np.roll(ALAW_ENCODE, -32768)
+
+# Code-to-code transcoding through linear PCM, as 256-byte tables for bytes.translate.
+_MU_TO_A = ALAW_ENCODE[DECODE.astype(np.int32) + 32768].tobytes()
+_A_TO_MU = ENCODE[ALAW_DECODE.astype(np.int32) + 32768].tobytes()
 
 
 def alaw_to_pcm16(data: bytes) -> npt.NDArray[np.int16]:
@@ -89,17 +101,16 @@ def alaw_to_pcm16(data: bytes) -> npt.NDArray[np.int16]:
 
 
 def pcm16_to_alaw(samples: npt.NDArray[np.int16]) -> bytes:
-    idx = samples.astype(np.int32) + 32768
-    return bytes(ALAW_ENCODE[idx].tobytes())
+    return _ALAW_ENCODE_U16.take(_as_u16(samples)).tobytes()
 
 
 def mulaw_to_alaw(data: bytes) -> bytes:
-    """Transcode mu-law to A-law through linear PCM (what a PCMU<->PCMA bridge does)."""
-    return pcm16_to_alaw(mulaw_to_pcm16(data))
+    """Transcode mu-law to A-law (as via linear PCM: what a PCMU<->PCMA bridge does)."""
+    return bytes(data).translate(_MU_TO_A)
 
 
 def alaw_to_mulaw(data: bytes) -> bytes:
-    return pcm16_to_mulaw(alaw_to_pcm16(data))
+    return bytes(data).translate(_A_TO_MU)
 
 
 def rms(data: bytes) -> float:

@@ -33,6 +33,7 @@ from voicecall.speech.builtin import register_builtins
 from voicecall.speech.registry import resolve_stt, resolve_tts, tts_names
 from voicecall.speech.stt.base import STT
 from voicecall.speech.tts import build_tts
+from voicecall.speech.tts.routed import RoutedTTS
 from voicecall.speech.tts.base import TTS
 from voicecall.store import CallStore, SqliteCallStore
 
@@ -113,7 +114,8 @@ def _speech(loaded: LoadedConfig) -> tuple[STT | None, TTS | None]:
     """STT and TTS for media streams; ``None`` (with a warning) when unavailable.
 
     An unknown or broken STT provider skips media instead of failing the gateway.
-    TTS comes from the core ``messages.tts`` deep-merged with the plugin's ``tts``.
+    TTS comes from the core ``messages.tts`` deep-merged with the plugin's ``tts`` and,
+    per call, the dialled number's ``numbers.<E.164>.tts`` (``RoutedTTS``).
     """
     cfg = loaded.config
     if not cfg.streaming.enabled:
@@ -124,10 +126,10 @@ def _speech(loaded: LoadedConfig) -> tuple[STT | None, TTS | None]:
     except ConfigError as exc:
         log.warning("streaming STT unavailable, media will be skipped: %s", exc)
         stt = None
-    tts_cfg = effective_tts(cfg, None, loaded.core_tts)
-    tts = resolve_tts(cfg.tts.provider, cfg.tts.providers) \
-        if cfg.tts.provider in tts_names() else build_tts(tts_cfg)
-    return stt, tts
+    if cfg.tts.provider in tts_names():
+        return stt, resolve_tts(cfg.tts.provider, cfg.tts.providers)
+    routed = RoutedTTS(build_tts, lambda key: effective_tts(cfg, key, loaded.core_tts))
+    return stt, (routed if routed.for_route(None) is not None else None)
 
 
 def _tts_voice(cfg: VoiceCallConfig) -> str | None:

@@ -58,6 +58,7 @@ from voicecall.gateway.media import MediaSocket, StreamClosed
 from voicecall.gateway.security import RequestView, port_variants, reconstruct_public_url
 from voicecall.speech.stt.base import STT
 from voicecall.speech.tts.base import TTS
+from voicecall.speech.tts.routed import RoutedTTS
 
 log = logging.getLogger("voicecall.twilio")
 
@@ -229,16 +230,22 @@ class Carrier:
         await self._deliver(call, doc)
         return None
 
+    def _tts_for(self, route_key: str | None) -> TTS | None:
+        if isinstance(self.tts, RoutedTTS):
+            return self.tts.for_route(route_key)
+        return self.tts
+
     async def _speak_stream(self, session: StreamSession, text: str) -> SpeechTiming:
-        if self.tts is None:
+        call = self._host.get(session.call_id) if self._host else None
+        tts = self._tts_for(call.number_route_key if call else None)
+        if tts is None:
             raise CarrierError("telephony TTS is unavailable while a media stream is active; "
                                "refusing TwiML fallback")
         started = time.monotonic()
         first_byte: list[float] = []
 
         async def audio() -> AsyncIterator[bytes]:
-            assert self.tts is not None
-            async for chunk in self.tts.synthesize(text):
+            async for chunk in tts.synthesize(text):
                 if not first_byte:
                     first_byte.append(time.monotonic())
                 yield chunk

@@ -11,7 +11,8 @@ Pipecat's public base classes, each as instant as ours:
   at the end of each caller utterance it yields a final ``TranscriptionFrame``;
 - ``InstantLLM`` (a ``FrameProcessor``): answers each ``TranscriptionFrame`` with
   ``LLMFullResponseStartFrame``, the reply as 8-character ``LLMTextFrame`` tokens
-  (what the scripted responder streams on our side), ``LLMFullResponseEndFrame``;
+  (our scripted responder streams its ``{"spoken": ...}`` reply in 8-character
+  pieces), ``LLMFullResponseEndFrame``;
 - ``ToneTTS`` (a ``TTSService``, HTTP-style like Pipecat's Piper service): the
   reply's tone audio as PCM16 8 kHz in 100 ms chunks, through
   ``_stream_audio_frames_from_iterator``.
@@ -19,8 +20,10 @@ Pipecat's public base classes, each as instant as ours:
 Pipeline: ``transport.input() -> stt -> llm -> tts -> transport.output()`` in a
 ``PipelineWorker`` run by a ``WorkerRunner``, one per call, as Pipecat's
 telephony examples do. There is no user/assistant context aggregator (the LLM
-answers the transcription directly) and no RTVI; both would only add work on
-Pipecat's side.
+answers the transcription directly), which would only add work on Pipecat's
+side. The worker runs either lean (``enable_rtvi=False, idle_timeout_secs=None``)
+or with ``PipelineWorker``'s defaults (RTVI processor and observer, idle
+watchdog), selected by ``worker_defaults``.
 
 The measured interval: the ``TranscriptionFrame`` entering ``push_frame`` in the
 STT service -> the fake Twilio client receiving the first ``media`` message of
@@ -97,7 +100,6 @@ class Probe:
         self.replied = asyncio.Event()
         self.media = asyncio.Event()
         self.clears = 0
-        self.media_frames = 0
 
     def transcript(self) -> None:
         self.pending = time.perf_counter()
@@ -109,7 +111,6 @@ class Probe:
             self.clears += 1
         if kind != "media":
             return
-        self.media_frames += 1
         self.media.set()
         if self.pending is not None:
             self.samples.append((now - self.pending) * 1000)
@@ -179,8 +180,13 @@ class ToneTTS(TTSService):
             yield frame
 
 
-def build_app(probe: Probe, transcript: str, reply: str,
-              pcm_for: Callable[[str], bytes]) -> FastAPI:
+def build_app(probe: Probe, transcript: str, reply: str, pcm_for: Callable[[str], bytes],
+              worker_defaults: bool) -> FastAPI:
+    # Lean: no RTVI (the protocol of Pipecat's own client SDKs, whose messages the Twilio
+    # serializer drops anyway) and no idle watchdog, each of which observes every frame.
+    # Defaults: PipelineWorker left to its defaults, which turn both on.
+    worker_kwargs: dict[str, Any] = {} if worker_defaults else {
+        "enable_rtvi": False, "idle_timeout_secs": None}
     app = FastAPI()
 
     @app.websocket("/ws")
@@ -199,7 +205,7 @@ def build_app(probe: Probe, transcript: str, reply: str,
             pipeline,
             params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE,
                                   audio_out_sample_rate=SAMPLE_RATE),
-            enable_rtvi=False, idle_timeout_secs=None)
+            **worker_kwargs)
 
         @transport.event_handler("on_client_disconnected")
         async def on_client_disconnected(transport: Any, ws: Any) -> None:
@@ -276,12 +282,12 @@ async def _call(url: str, call_no: int, turns: int, caller_audio: bytes, probe: 
 
 async def run(*, calls: int, turns_per_call: int, warmup_turns: int, transcript: str,
               reply: str, caller_audio: bytes, pcm_for: Callable[[str], bytes],
-              turn_gap: float) -> dict[str, Any]:
+              turn_gap: float, worker_defaults: bool = False) -> dict[str, Any]:
     """Serve Pipecat on loopback and drive ``calls`` calls through it; latencies in ms."""
     logger.remove()
     logger.add(sys.stderr, level=os.environ.get("LOGURU_LEVEL", "WARNING"))
     probe = Probe()
-    app = build_app(probe, transcript, reply, pcm_for)
+    app = build_app(probe, transcript, reply, pcm_for, worker_defaults)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             ws="websockets-sansio", timeout_graceful_shutdown=2)
     server = _Server(config)
@@ -302,5 +308,4 @@ async def run(*, calls: int, turns_per_call: int, warmup_turns: int, transcript:
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 15)
-    return {"firstFrameMs": samples, "clears": probe.clears, "mediaFrames": probe.media_frames,
-            "version": pipecat_version()}
+    return {"firstFrameMs": samples, "clears": probe.clears, "version": pipecat_version()}

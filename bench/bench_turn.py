@@ -37,6 +37,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -56,13 +57,14 @@ from voicecall.testing import fake_speech
 MARKER = "BENCH_TURN_JSON "
 TRANSCRIPT = "What time do you open today?"
 # Two sentences; the first (>= 12 characters) is spoken while the agent is still writing.
-REPLY = "Of course, we are open today. We close at five."
+REPLY = "Sure, we open at nine. See you."
 GREETING = "Hello, this is the clinic."
 WORD_MS = 20  # ToneTTS: a 20 ms tone + 40 ms gap per word
 CALLER_SPEECH_MS = 300
 CALLER_TAIL_FRAMES = 10  # exactly what ScriptedSTT's EnergyVad(release_frames=10) needs
 TURN_GAP_S = 0.1  # quiet after a reply before the caller speaks again (outside the timing)
 SIDE_TIMEOUT_S = 100.0
+TIME_BUDGET_S = 110.0  # no new round starts if it could not finish within this
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "twilio-auth-token-for-bench"
@@ -256,41 +258,54 @@ async def run_ours(calls: int, turns_per_call: int, warmup_turns: int,
                 await asyncio.wait_for(server, 15)
             clears = sum(len(c.clears) for c in fake.calls.values())
     registry.unregister("fake")
-    records = [json.loads(line) for line in (home / "calls.jsonl").read_text().splitlines()
-               if line.strip()]
-    turns = [r for r in records if r.get("type") == "turn" and r.get("callId") in measured_calls]
-    breakdown = [r.get("breakdown") or {} for r in turns]
+    # The gateway's own per-turn records, in turn order (calls ran one after another).
+    lines = (home / "calls.jsonl").read_text().splitlines()
+    shutil.rmtree(home, ignore_errors=True)
+    records = [json.loads(line) for line in lines if line.strip()]
+    breakdown = [r.get("breakdown") or {} for r in records
+                 if r.get("type") == "turn" and r.get("callId") in measured_calls]
     return {
         "firstFrameMs": samples,
         "internalFirstFrameMs": [b["firstFrameMs"] for b in breakdown if "firstFrameMs" in b],
-        "internalLatencyMs": [r["latencyMs"] for r in turns if r.get("latencyMs") is not None],
         "clears": clears,
     }
 
 
-async def run_peer(calls: int, turns_per_call: int, warmup_turns: int,
-                   turn_gap: float) -> dict[str, Any]:
+async def run_peer(calls: int, turns_per_call: int, warmup_turns: int, turn_gap: float,
+                   worker_defaults: bool = False) -> dict[str, Any]:
     import _peer_pipecat
 
     return await _peer_pipecat.run(calls=calls, turns_per_call=turns_per_call,
                                    warmup_turns=warmup_turns, transcript=TRANSCRIPT, reply=REPLY,
                                    caller_audio=caller_audio(), pcm_for=reply_pcm,
-                                   turn_gap=turn_gap)
+                                   turn_gap=turn_gap, worker_defaults=worker_defaults)
 
 
 # -- orchestration ------------------------------------------------------------------------
+
+SIDES = {
+    "ours": "voicecall",
+    "peer": "pipecat, lean worker",
+    "peer-defaults": "pipecat, worker defaults",
+}
+
 
 def peer_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("pipecat", "fastapi"))
 
 
-def _child(side: str, args: argparse.Namespace, calls: int) -> dict[str, Any]:
+def _child(side: str, args: argparse.Namespace, calls: int,
+           timeout: float) -> dict[str, Any]:
+    """Run one side in a fresh interpreter; its figures come back as one JSON line."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side,
            "--calls", str(calls), "--turns", str(calls * args.turns_per_call),
            "--warmup", str(args.warmup), "--turn-gap", str(args.turn_gap)]
     env = {**os.environ, "LOGURU_LEVEL": os.environ.get("LOGURU_LEVEL", "WARNING")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=SIDE_TIMEOUT_S, env=env,
-                          check=False)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"{side} side did not finish within {timeout:.0f} s") from None
     for line in proc.stdout.splitlines():
         if line.startswith(MARKER):
             return dict(json.loads(line[len(MARKER):]))
@@ -305,8 +320,13 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def _row(label: str, s: dict[str, float]) -> str:
-    return (f"{label:<34}{s['n']:>5}{s['p50']:>9.2f}{s['p90']:>9.2f}"
+    return (f"{label:<44}{s['n']:>5}{s['p50']:>9.2f}{s['p90']:>9.2f}"
             f"{s['p99']:>9.2f}{s['mean']:>9.2f}")
+
+
+def _ratio_row(label: str, num: dict[str, float], den: dict[str, float]) -> str:
+    cells = "".join(f"{num[k] / den[k]:>9.2f}" for k in ("p50", "p90", "p99", "mean"))
+    return f"{label:<49}{cells}"
 
 
 def _cpu_model() -> str:
@@ -318,76 +338,88 @@ def _cpu_model() -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--turns", type=int, default=40, help="measured turns per side (total)")
     ap.add_argument("--calls", type=int, default=4, help="calls per side (total)")
     ap.add_argument("--rounds", type=int, default=2,
-                    help="alternate voicecall/pipecat this many times")
+                    help="alternate the sides this many times (each a fresh process)")
     ap.add_argument("--warmup", type=int, default=3, help="unmeasured turns per process")
     ap.add_argument("--turn-gap", type=float, default=TURN_GAP_S)
     ap.add_argument("--no-peer", action="store_true", help="measure voicecall only")
-    ap.add_argument("--side", choices=("ours", "peer"), help=argparse.SUPPRESS)
+    ap.add_argument("--lean-peer-only", action="store_true",
+                    help="skip the Pipecat run with PipelineWorker defaults")
+    ap.add_argument("--side", choices=tuple(SIDES), help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.turns_per_call = max(1, args.turns // max(1, args.calls))
 
     if args.side is not None:  # a child process: one side, JSON out
-        runner = run_ours if args.side == "ours" else run_peer
-        result = asyncio.run(runner(args.calls, args.turns_per_call, args.warmup,
-                                    args.turn_gap))
-        print(MARKER + json.dumps(result), flush=True)
+        common = (args.calls, args.turns_per_call, args.warmup, args.turn_gap)
+        coro = run_ours(*common) if args.side == "ours" else \
+            run_peer(*common, worker_defaults=args.side == "peer-defaults")
+        print(MARKER + json.dumps(asyncio.run(coro)), flush=True)
         return 0
 
     rounds = max(1, min(args.rounds, args.calls))
     per_round = [args.calls // rounds + (1 if r < args.calls % rounds else 0)
                  for r in range(rounds)]
     with_peer = not args.no_peer and peer_available()
+    sides = ["ours"]
+    if with_peer:
+        sides += ["peer"] if args.lean_peer_only else ["peer", "peer-defaults"]
     started = time.perf_counter()
-    ours: dict[str, list[float]] = {"firstFrameMs": [], "internalFirstFrameMs": [],
-                                    "internalLatencyMs": []}
-    peer: list[float] = []
-    clears = {"ours": 0, "peer": 0}
-    peer_version = "-"
+    got: dict[str, dict[str, Any]] = {side: {} for side in sides}
+    done_rounds, slowest_round = 0, 0.0
     for calls in per_round:
-        got = _child("ours", args, calls)
-        for key in ours:
-            ours[key].extend(got[key])
-        clears["ours"] += got["clears"]
-        if with_peer:
-            got = _child("peer", args, calls)
-            peer.extend(got["firstFrameMs"])
-            clears["peer"] += got["clears"]
-            peer_version = got["version"]
+        round_started = time.perf_counter()
+        left = TIME_BUDGET_S - (round_started - started)
+        if done_rounds and slowest_round * 1.2 > left:
+            break  # report the rounds done rather than overrun the budget
+        for side in sides:
+            part = _child(side, args, calls, max(10.0, min(SIDE_TIMEOUT_S, left)))
+            for key, value in part.items():
+                if isinstance(value, list):
+                    got[side].setdefault(key, []).extend(value)
+                elif isinstance(value, int):
+                    got[side][key] = got[side].get(key, 0) + value
+                else:
+                    got[side][key] = value
+        done_rounds += 1
+        slowest_round = max(slowest_round, time.perf_counter() - round_started)
     elapsed = time.perf_counter() - started
 
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    print("turn latency, gateway's own share: final transcript -> first outbound media frame")
-    print("(zero-delay STT/agent/TTS fakes, Twilio Media Streams over 127.0.0.1; ms)")
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    print("One turn, the framework's own share: final transcript -> first outbound media frame")
+    print("(zero-delay STT/agent/TTS stand-ins, Twilio Media Streams over 127.0.0.1; ms)")
     print(f"machine: {os.cpu_count()} CPUs ({affinity} usable), {_cpu_model()}, "
-          f"{platform.system()} {platform.machine()}")
-    print(f"python {platform.python_version()}; pipecat-ai {peer_version}; "
-          f"{rounds} alternating round(s), {args.warmup} warm-up turns per process, "
-          f"{elapsed:.1f} s")
+          f"{platform.system()} {platform.machine()}, python {platform.python_version()}")
+    version = got.get("peer", {}).get("version", "not run")
+    budget = "" if done_rounds == rounds else f" (time budget: stopped after {done_rounds})"
+    print(f"pipecat-ai {version}; {rounds} alternating round(s){budget} of {', '.join(sides)}; "
+          f"{args.warmup} warm-up turns per process; {elapsed:.1f} s")
     print()
-    print(f"{'':<34}{'n':>5}{'p50':>9}{'p90':>9}{'p99':>9}{'mean':>9}")
-    ours_s = _stats(ours["firstFrameMs"])
-    print(_row("voicecall (measured at the fake)", ours_s))
-    if with_peer and peer:
-        peer_s = _stats(peer)
-        print(_row("pipecat   (measured at the fake)", peer_s))
-        ratios = {k: peer_s[k] / ours_s[k] for k in ("p50", "p90", "p99", "mean")}
-        print(f"{'ratio pipecat / voicecall':<39}{ratios['p50']:>9.2f}{ratios['p90']:>9.2f}"
-              f"{ratios['p99']:>9.2f}{ratios['mean']:>9.2f}")
+    print(f"{'':<44}{'n':>5}{'p50':>9}{'p90':>9}{'p99':>9}{'mean':>9}")
+    stats = {side: _stats(got[side]["firstFrameMs"]) for side in sides}
+    for side in sides:
+        print(_row(SIDES[side], stats[side]))
+    if len(sides) > 1:
+        print("ratios (peer / voicecall; above 1: voicecall is faster)")
+    for side in sides[1:]:
+        print(_ratio_row(f"  {SIDES[side]} / voicecall", stats[side], stats["ours"]))
     print()
-    if ours["internalFirstFrameMs"]:
-        print(_row("voicecall calls.jsonl firstFrameMs", _stats(ours["internalFirstFrameMs"])))
-    if ours["internalLatencyMs"]:
-        print(_row("voicecall calls.jsonl latencyMs", _stats(ours["internalLatencyMs"])))
-    print(f"barge-in clears seen (should be 0): voicecall {clears['ours']}, "
-          f"pipecat {clears['peer'] if with_peer else '-'}")
+    ours = got["ours"]
+    internal = ours.get("internalFirstFrameMs", [])
+    if internal:
+        print("voicecall's own per-turn record (calls.jsonl breakdown):")
+        print(_row("  firstFrameMs", _stats(internal)))
+        if len(internal) == len(ours["firstFrameMs"]):
+            unseen = [m - i for m, i in zip(ours["firstFrameMs"], internal, strict=True)]
+            print(_row("  measured - firstFrameMs (not in the record)", _stats(unseen)))
+    clears = ", ".join(f"{SIDES[side]} {got[side].get('clears', 0)}" for side in sides)
+    print(f"barge-in clears during the run (expect 0): {clears}")
     if not with_peer and not args.no_peer:
         print()
         print("peer not installed: pip install pipecat-ai  "
-              "(bench needs the websocket extra: pip install 'pipecat-ai[websocket]')")
+              "(this benchmark needs its websocket extra: pip install 'pipecat-ai[websocket]')")
     return 0
 
 

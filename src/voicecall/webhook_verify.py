@@ -29,6 +29,8 @@ def verify_capture(capture: Any) -> tuple[bool, str]:
         return True, "mock webhooks are unsigned"
     if provider == "twilio":
         return _twilio(capture)
+    if provider == "plivo":
+        return _plivo(capture)
     return False, f"{provider} signature verification is not available in this build"
 
 
@@ -53,6 +55,15 @@ def _secret(capture: Mapping[str, Any]) -> str:
 
 def _twilio(capture: Mapping[str, Any]) -> tuple[bool, str]:
     from voicecall.carriers.twilio.carrier import verify_request
+
+    view, url = _view(capture)
+    verdict = verify_request(view, capture["body"].encode(), _secret(capture), url,
+                             public_url=url)
+    return verdict.ok, verdict.reason or "signature matches"
+
+
+def _plivo(capture: Mapping[str, Any]) -> tuple[bool, str]:
+    from voicecall.carriers.plivo.carrier import verify_request
 
     view, url = _view(capture)
     verdict = verify_request(view, capture["body"].encode(), _secret(capture), url,

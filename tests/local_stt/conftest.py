@@ -7,7 +7,6 @@ import io
 import shutil
 import subprocess
 import wave
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -46,7 +45,7 @@ def silence(ms: int) -> bytes:
 
 def mulaw_frames(data: bytes) -> list[bytes]:
     """20 ms frames (160 bytes), the last one padded with silence."""
-    data += silence(0) + bytes([MULAW_SILENCE]) * (-len(data) % FRAME_BYTES)
+    data += bytes([MULAW_SILENCE]) * (-len(data) % FRAME_BYTES)
     return [data[i:i + FRAME_BYTES] for i in range(0, len(data), FRAME_BYTES)]
 
 
@@ -54,8 +53,3 @@ def utterance_pcm16k(text: str, lead_ms: int = 300, trail_ms: int = 600) -> byte
     """What a session hands the engine: the phrase with line silence around it, at 16 kHz."""
     mu = silence(lead_ms) + caller_mulaw(text) + silence(trail_ms)
     return resample_pcm16(mulaw_to_pcm16(mu), 8000, 16000).astype("<i2").tobytes()
-
-
-@pytest.fixture
-def phone() -> Callable[[str], bytes]:
-    return caller_mulaw

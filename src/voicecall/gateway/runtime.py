@@ -17,6 +17,7 @@ from voicecall.agent import make_responder
 from voicecall.agent.base import Responder
 from voicecall.carriers import mock
 from voicecall.carriers.base import Carrier
+from voicecall.carriers.plivo import carrier as plivo_carrier
 from voicecall.carriers.twilio.carrier import Carrier as TwilioCarrier
 from voicecall.carriers.twilio.rest import TwilioRest
 from voicecall.config import (
@@ -100,6 +101,10 @@ def build_carrier(loaded: LoadedConfig, home: Path) -> Carrier:
     cfg = loaded.config
     if cfg.provider == "twilio":
         return _build_twilio(loaded, home)
+    if cfg.provider == "plivo":
+        stt, tts = _speech(loaded)
+        return plivo_carrier.build(loaded, home, stream_secret=stream_secret(home), stt=stt,
+                                   tts=tts)
     if cfg.provider == "mock":
         m = cfg.mock
         return mock.Carrier(

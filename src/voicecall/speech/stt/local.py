@@ -240,7 +240,7 @@ class EngineSpec:
     hints: tuple[str, ...] = ()
     hints_mode: HintsMode = "prefer"
     words: tuple[tuple[str, str], ...] = ()
-    band_fill: bool = True
+    band_fill: bool = False
     language: str | None = "en"
     compute_type: str = "int8"
 
@@ -359,6 +359,8 @@ class PocketsphinxEngine:
                     (clean and len(clean) == len(words)):
                 return Transcript(" ".join(clean), "hints" if clean else "none", hint_text,
                                   time.perf_counter() - t0)
+        if not self._general:                     # a user model without an LM, no hints
+            return Transcript("", "none", hint_text, time.perf_counter() - t0)
         text = self._decode("general", audio)
         return Transcript(text, "general" if text else "none", hint_text,
                           time.perf_counter() - t0)
@@ -527,6 +529,7 @@ class _Runner:
         self._all: list[_Worker] = []
         self._idle: asyncio.Queue[_Worker] | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     def start(self) -> asyncio.Task[None]:
         """The (shared) start-up task; a failed start is retried by the next caller."""
@@ -583,7 +586,7 @@ class _Runner:
         finally:
             if worker.alive:
                 self._idle.put_nowait(worker)
-            else:                                   # replace a dead worker in the background
+            elif not self._closing:                 # replace a dead worker in the background
                 self._all.remove(worker)
                 task = asyncio.get_running_loop().create_task(self._respawn())
                 self._inflight.add(task)
@@ -600,6 +603,7 @@ class _Runner:
             self._idle.put_nowait(worker)
 
     async def aclose(self) -> None:
+        self._closing = True
         if self._ready is not None and not self._ready.done():
             self._ready.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -611,6 +615,7 @@ class _Runner:
         self._idle = None
         self._engine = None
         self._ready = None
+        self._closing = False
 
     @property
     def pids(self) -> list[int]:
@@ -914,7 +919,7 @@ def create(cfg: Mapping[str, Any]) -> STT:
         hints=tuple(pc.get_str_list("hints")),
         hints_mode=pc.get_choice("hintsMode", "prefer", ("prefer", "only")),  # type: ignore[arg-type]
         words=words,
-        band_fill=pc.get_bool("bandFill", True),
+        band_fill=pc.get_bool("bandFill", False),
         language=pc.get_str("language", "en"),
     )
     worker = pc.get_choice("worker", "thread" if spec.kind == "whisper" else "process",

@@ -1,0 +1,942 @@
+"""A fake OpenAI Realtime speech-to-speech endpoint (GA interface, ``/v1/realtime?model=``).
+
+A real ``websockets`` server on ``127.0.0.1:0`` modelled on ``ai-speech-apis.md``
+§1 and the §9 checklist::
+
+    async with FakeOpenAIRealtime(script=[Speech("Hi there", ms=600)]) as fake:
+        provider = openai.create({"apiKey": fake.api_key, "baseUrl": fake.base_url})
+        ...
+        assert fake.last.config["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+
+Behaviour:
+
+- auth: no ``Authorization: Bearer`` -> HTTP 401 with an OpenAI error body;
+  a wrong key -> the upgrade succeeds, then ``error`` ``invalid_api_key``
+  (key echoed masked) and close ``3000``; an ``OpenAI-Beta`` header is
+  recorded and (``reject_beta``, the default, as the live service since May
+  2026) answered with ``beta_api_shape_disabled`` and close ``4000``;
+  ``?model=`` is required (HTTP 400 without it);
+- ``session.created`` on connect (after ``ready_delay``) with the server
+  defaults (PCM 24 kHz both ways, voice ``alloy``, server VAD 0.5/300/500);
+- ``session.update`` validated strictly against the GA shape:
+  ``session.type`` required and ``realtime``; beta flat fields
+  (``voice``, ``input_audio_format``, ``turn_detection``, ``modalities``...)
+  are unknown parameters; nested ``audio.input`` (format, noise_reduction,
+  transcription, turn_detection) and ``audio.output`` (format, voice,
+  speed); flat function tools (a Chat-Completions ``function: {...}``
+  nesting is refused); a bad update gets an ``error`` event echoing the
+  client's ``event_id`` and changes nothing;
+- ``input_audio_buffer.append`` decoded per the input format; server VAD
+  from audio energy (``Segmenter``: threshold scaled by the session's
+  ``threshold``, turn end after ``silence_duration_ms``), emitting
+  ``speech_started`` / ``speech_stopped`` / ``committed`` /
+  ``conversation.item.added`` + ``done`` / input transcription (when on) and,
+  with ``create_response``, a response;
+- the scripted "model": each response says the next ``script`` item
+  (``Speech``: a tone burst of ``ms`` streamed as ``response.output_audio.delta``
+  of ``chunk_ms`` each in the session's output format, ``pace_s`` apart, with
+  the transcript word by word; ``FunctionCall``: a ``function_call`` item and
+  ``response.function_call_arguments.done``; its ``function_call_output`` plus
+  ``response.create`` gets the call's ``then`` speech, or "Result: <output>").
+  A ``response.create`` whose instructions quote a text (greeting, ``say``)
+  speaks the last quoted text instead. ``legacy_names`` uses the beta event
+  names (``response.audio.delta``...) to test clients accept both;
+- barge-in: caller speech during a response emits ``speech_started`` and,
+  with ``interrupt_response``, cancels it (``response.done`` ``cancelled`` /
+  ``turn_detected``); ``conversation.item.truncate`` is recorded in
+  ``truncations`` and validated (assistant message, ``content_index`` 0,
+  ``audio_end_ms`` not past the audio generated) -> ``conversation.item.truncated``
+  or an ``error``;
+- ``response.create`` while a response runs -> ``conversation_already_has_active_response``;
+  ``response.cancel`` with none -> ``response_cancel_not_active``;
+- session expiry: ``session_expiry_s`` after connecting (or ``expire()``) ->
+  ``error`` ``session_expired`` and close ``1001``;
+- fault injection from the STT fake base: ``connect_delay``, ``event_delay``,
+  ``reject_status``, ``close_after_ms`` (of caller audio; ``close_code=None``
+  drops TCP), ``error_after_ms`` (a ``server_error`` event).
+
+Records: ``connections`` (``ConnRecord`` per attempt: ``headers``, ``query``,
+``config`` = the session in force, ``messages`` = client events except audio,
+``sent`` = server events), ``truncations``, ``tool_outputs``, ``replies``,
+``interruptions``, ``responses_requested``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import copy
+import itertools
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from websockets.http11 import Request, Response
+
+from voicecall.audio.g711 import pcm16_to_alaw, pcm16_to_mulaw
+from voicecall.testing.fake_stt._server import (
+    DEFAULT_API_KEY,
+    ConnRecord,
+    FakeConn,
+    FakeSttServer,
+    SegEvent,
+    Segmenter,
+    decode_audio,
+    json_response,
+    mask_key,
+)
+from voicecall.testing.fake_stt.openai import (
+    TRANSCRIBE_MODELS,
+    _check_keys,
+    _Invalid,
+    _merge,
+    _need_object,
+    _number,
+    _supported,
+)
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "FakeOpenAIRealtime",
+    "FunctionCall",
+    "ScriptItem",
+    "Speech",
+    "last_quoted",
+    "tone_pcm",
+    "word_schedule",
+]
+
+# --------------------------------------------------------------------------- script
+
+
+@dataclass(frozen=True)
+class Speech:
+    """The model says ``text``: a tone burst of ``ms`` milliseconds at ``freq`` Hz."""
+
+    text: str
+    ms: int = 600
+    freq: float = 330.0
+
+
+@dataclass(frozen=True)
+class FunctionCall:
+    """The model calls ``name`` with ``arguments``; after the result it says ``then``.
+
+    ``then`` None: it says "Result: <the tool output>".
+    """
+
+    name: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    then: Speech | None = None
+
+
+ScriptItem = Speech | FunctionCall
+DEFAULT_REPLY = Speech("Okay.", ms=300)
+_QUOTED = re.compile(r"\"([^\"]+)\"")
+
+
+def last_quoted(text: str) -> str | None:
+    """The last double-quoted text in ``text`` (what a greeting / ``say`` asks to speak)."""
+    found = _QUOTED.findall(text or "")
+    return found[-1] if found else None
+
+
+def tone_pcm(ms: int, rate: int, freq: float = 330.0, level: float = 0.3) -> npt.NDArray[np.int16]:
+    """``ms`` of a sine at ``freq`` as PCM16 at ``rate``."""
+    t = np.arange(rate * ms // 1000) / rate
+    return (np.sin(2 * np.pi * freq * t) * level * 32767).astype(np.int16)
+
+
+def word_schedule(text: str, chunks: int) -> list[list[str]]:
+    """The transcript deltas to send with each of ``chunks`` audio chunks."""
+    words = text.split()
+    out: list[list[str]] = [[] for _ in range(max(1, chunks))]
+    for i, word in enumerate(words):
+        out[min(len(out) - 1, i * len(out) // max(1, len(words)))].append(
+            word if i == 0 else f" {word}")
+    return out
+
+
+# --------------------------------------------------------------------------- validation
+
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+FORMATS = ("audio/pcm", "audio/pcmu", "audio/pcma")
+SESSION_KEYS = ("type", "model", "instructions", "output_modalities", "audio", "tools",
+                "tool_choice", "max_output_tokens", "truncation", "include", "tracing", "prompt")
+INPUT_KEYS = ("format", "noise_reduction", "transcription", "turn_detection")
+OUTPUT_KEYS = ("format", "voice", "speed")
+SERVER_VAD_KEYS = ("type", "threshold", "prefix_padding_ms", "silence_duration_ms",
+                   "create_response", "interrupt_response", "idle_timeout_ms")
+SEMANTIC_VAD_KEYS = ("type", "eagerness", "create_response", "interrupt_response")
+TOOL_KEYS = ("type", "name", "description", "parameters")
+RESPONSE_KEYS = ("instructions", "tools", "tool_choice", "output_modalities", "audio",
+                 "max_output_tokens", "metadata", "conversation", "input")
+EAGERNESS_MS = {"low": 1500.0, "medium": 800.0, "auto": 800.0, "high": 400.0}
+CLIENT_EVENTS = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit",
+                 "input_audio_buffer.clear", "conversation.item.create",
+                 "conversation.item.retrieve", "conversation.item.truncate",
+                 "conversation.item.delete", "response.create", "response.cancel",
+                 "output_audio_buffer.clear")
+
+
+def _bool(obj: dict[str, Any], key: str, where: str) -> None:
+    if key in obj and not isinstance(obj[key], bool):
+        raise _Invalid("invalid_type", f"Invalid type for '{where}.{key}': expected a boolean.",
+                       f"{where}.{key}")
+
+
+def _format(value: Any, where: str) -> None:
+    fmt = _need_object(value, where)
+    _check_keys(fmt, ("type", "rate"), where)
+    if fmt.get("type") not in FORMATS:
+        raise _Invalid("invalid_value", f"Invalid value: '{fmt.get('type')}'. Supported values "
+                       f"are: {_supported(FORMATS)}.", f"{where}.type")
+    if fmt["type"] == "audio/pcm" and fmt.get("rate", 24000) != 24000:
+        raise _Invalid("invalid_value", f"Invalid value: {fmt.get('rate')}. Supported values "
+                       "are: 24000.", f"{where}.rate")
+    if fmt["type"] != "audio/pcm" and "rate" in fmt:
+        raise _Invalid("unknown_parameter", f"Unknown parameter: '{where}.rate'.",
+                       f"{where}.rate")
+
+
+def _turn_detection(td: Any, where: str) -> None:
+    if td is None:
+        return
+    td = _need_object(td, where)
+    kind = td.get("type")
+    if kind == "server_vad":
+        _check_keys(td, SERVER_VAD_KEYS, where)
+        _number(td, "threshold", where, 0.0, 1.0)
+        _number(td, "prefix_padding_ms", where, 0, 10_000)
+        _number(td, "silence_duration_ms", where, 0, 10_000)
+    elif kind == "semantic_vad":
+        _check_keys(td, SEMANTIC_VAD_KEYS, where)
+        if td.get("eagerness", "auto") not in EAGERNESS_MS:
+            raise _Invalid("invalid_value", f"Invalid value: '{td.get('eagerness')}'. Supported "
+                           "values are: 'low', 'medium', 'high', and 'auto'.",
+                           f"{where}.eagerness")
+    else:
+        raise _Invalid("invalid_value", f"Invalid value: '{kind}'. Supported values are: "
+                       "'server_vad' and 'semantic_vad'.", f"{where}.type")
+    _bool(td, "create_response", where)
+    _bool(td, "interrupt_response", where)
+
+
+def _tools(value: Any) -> None:
+    if not isinstance(value, list):
+        raise _Invalid("invalid_type", "Invalid type for 'session.tools': expected an array.",
+                       "session.tools")
+    for i, tool in enumerate(value):
+        where = f"session.tools[{i}]"
+        tool = _need_object(tool, where)
+        _check_keys(tool, TOOL_KEYS, where)
+        if tool.get("type") != "function":
+            raise _Invalid("invalid_value", f"Invalid value: '{tool.get('type')}'. Supported "
+                           "values are: 'function' and 'mcp'.", f"{where}.type")
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise _Invalid("missing_required_parameter", f"Missing required parameter: "
+                           f"'{where}.name'.", f"{where}.name")
+        params = tool.get("parameters")
+        if params is not None:
+            params = _need_object(params, f"{where}.parameters")
+            if params.get("type") != "object":
+                raise _Invalid("invalid_value", f"Invalid schema for function "
+                               f"'{tool['name']}': schema must be a JSON Schema of 'type: "
+                               "\"object\"'.", f"{where}.parameters")
+
+
+def validate_realtime_session(session: Any, model: str | None) -> None:
+    """Raise ``_Invalid`` the way the Realtime API words it."""
+    s = _need_object(session, "session")
+    if "type" not in s:
+        raise _Invalid("missing_required_parameter", "Missing required parameter: "
+                       "'session.type'.", "session.type")
+    if s["type"] != "realtime":
+        raise _Invalid("invalid_value", f"Invalid value: '{s['type']}'. Supported values are: "
+                       "'realtime'.", "session.type")
+    _check_keys(s, SESSION_KEYS, "session")
+    if "model" in s and s["model"] != model:
+        raise _Invalid("invalid_value", "Cannot update a session's model.", "session.model")
+    if "instructions" in s and not isinstance(s["instructions"], str):
+        raise _Invalid("invalid_type", "Invalid type for 'session.instructions': expected a "
+                       "string.", "session.instructions")
+    mods = s.get("output_modalities")
+    if mods is not None and mods not in (["audio"], ["text"]):
+        raise _Invalid("invalid_value", "Invalid 'session.output_modalities': supported values "
+                       "are ['audio'] and ['text'].", "session.output_modalities")
+    if "tools" in s:
+        _tools(s["tools"])
+    choice = s.get("tool_choice")
+    if choice is not None and choice not in ("auto", "none", "required") \
+            and not isinstance(choice, dict):
+        raise _Invalid("invalid_value", f"Invalid value: '{choice}'. Supported values are: "
+                       "'auto', 'none', and 'required'.", "session.tool_choice")
+    if "audio" not in s:
+        return
+    audio = _need_object(s["audio"], "session.audio")
+    _check_keys(audio, ("input", "output"), "session.audio")
+    if "input" in audio:
+        where = "session.audio.input"
+        inp = _need_object(audio["input"], where)
+        _check_keys(inp, INPUT_KEYS, where)
+        if "format" in inp:
+            _format(inp["format"], f"{where}.format")
+        nr = inp.get("noise_reduction")
+        if nr is not None:
+            nr = _need_object(nr, f"{where}.noise_reduction")
+            if nr.get("type") not in ("near_field", "far_field"):
+                raise _Invalid("invalid_value", f"Invalid value: '{nr.get('type')}'. "
+                               "Supported values are: 'near_field' and 'far_field'.",
+                               f"{where}.noise_reduction.type")
+        tr = inp.get("transcription")
+        if tr is not None:
+            tr = _need_object(tr, f"{where}.transcription")
+            if tr.get("model") not in TRANSCRIBE_MODELS:
+                raise _Invalid("invalid_value", f"Invalid value: '{tr.get('model')}'. Supported "
+                               f"values are: {_supported(TRANSCRIBE_MODELS)}.",
+                               f"{where}.transcription.model")
+        if "turn_detection" in inp:
+            _turn_detection(inp["turn_detection"], f"{where}.turn_detection")
+    if "output" in audio:
+        where = "session.audio.output"
+        out = _need_object(audio["output"], where)
+        _check_keys(out, OUTPUT_KEYS, where)
+        if "format" in out:
+            _format(out["format"], f"{where}.format")
+        voice = out.get("voice")
+        if voice is not None and voice not in VOICES and not isinstance(voice, dict):
+            raise _Invalid("invalid_value", f"Invalid value: '{voice}'. Supported values are: "
+                           f"{_supported(VOICES)}.", f"{where}.voice")
+        _number(out, "speed", where, 0.25, 1.5)
+
+
+def default_session(model: str | None) -> dict[str, Any]:
+    return {
+        "type": "realtime",
+        "object": "realtime.session",
+        "id": f"sess_{int(time.time() * 1000):x}",
+        "model": model,
+        "expires_at": int(time.time()) + 3600,
+        "instructions": "You are a helpful assistant.",
+        "output_modalities": ["audio"],
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "noise_reduction": None,
+                "transcription": None,
+                "turn_detection": {"type": "server_vad", "threshold": 0.5,
+                                   "prefix_padding_ms": 300, "silence_duration_ms": 500,
+                                   "create_response": True, "interrupt_response": True,
+                                   "idle_timeout_ms": None},
+            },
+            "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "alloy",
+                       "speed": 1.0},
+        },
+        "tools": [],
+        "tool_choice": "auto",
+        "max_output_tokens": "inf",
+        "truncation": "auto",
+        "include": None,
+    }
+
+
+def _codec(fmt: Mapping[str, Any]) -> tuple[str, int]:
+    return {"audio/pcmu": ("mulaw", 8000), "audio/pcma": ("alaw", 8000)}.get(
+        str(fmt.get("type")), ("pcm16", 24000))
+
+
+def encode_pcm(samples: npt.NDArray[np.int16], codec: str) -> bytes:
+    if codec == "mulaw":
+        return pcm16_to_mulaw(samples)
+    if codec == "alaw":
+        return pcm16_to_alaw(samples)
+    return samples.astype("<i2").tobytes()
+
+
+# --------------------------------------------------------------------------- session
+
+
+@dataclass
+class _Item:
+    id: str
+    kind: str                 # "message" / "function_call" / "function_call_output"
+    role: str | None = None
+    audio_ms: float = 0.0
+    transcript: str = ""
+    call_id: str | None = None
+
+
+class _Session:
+    """Protocol state of one connection (OpenAI sessions cannot be resumed)."""
+
+    def __init__(self, fake: FakeOpenAIRealtime, conn: FakeConn, model: str | None) -> None:
+        self.fake = fake
+        self.conn = conn
+        self.model = model
+        self.session = default_session(model)
+        conn.record.config = self.session
+        self.seg = self._segmenter(0.0)
+        self.user_item: str | None = None
+        self.user_transcript = ""
+        self.previous_item: str | None = None
+        self.items: dict[str, _Item] = {}
+        self.buffer_ms = 0.0
+        self.response_task: asyncio.Task[None] | None = None
+        self.response_id: str | None = None
+        self.current_item: _Item | None = None
+        self.open_calls: dict[str, FunctionCall] = {}
+        self.answered: list[tuple[FunctionCall, str]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # -------------------------------------------------------- helpers
+
+    @property
+    def audio_in(self) -> dict[str, Any]:
+        value: dict[str, Any] = self.session["audio"]["input"]
+        return value
+
+    @property
+    def audio_out(self) -> dict[str, Any]:
+        value: dict[str, Any] = self.session["audio"]["output"]
+        return value
+
+    @property
+    def active(self) -> bool:
+        return self.response_task is not None and not self.response_task.done()
+
+    def _segmenter(self, offset_ms: float) -> Segmenter:
+        td = self.audio_in.get("turn_detection") or {}
+        threshold = float(td.get("threshold", 0.5)) if td.get("type") == "server_vad" else 0.5
+        if td.get("type") == "semantic_vad":
+            silence = EAGERNESS_MS.get(td.get("eagerness", "auto"), 800.0)
+        else:
+            silence = float(td.get("silence_duration_ms", 500))
+        _, rate = _codec(self.audio_in["format"])
+        return Segmenter(rate, threshold=self.fake.rms_threshold * threshold / 0.5,
+                         end_silence_ms=silence, min_speech_ms=self.fake.min_speech_ms,
+                         word_ms=self.fake.word_ms, offset_ms=offset_ms)
+
+    def name(self, ga: str) -> str:
+        """``ga`` as sent: the beta name when the fake plays an old server."""
+        if not self.fake.legacy_names:
+            return ga
+        return ga.replace("response.output_audio_transcript", "response.audio_transcript") \
+            .replace("response.output_audio", "response.audio")
+
+    def event(self, kind: str, delay: float = 0.0, **fields: Any) -> None:
+        self.conn.send({"type": kind, "event_id": self.conn.next_id("event"), **fields}, delay)
+
+    def error(self, code: str | None, message: str, param: str | None = None,
+              client_event_id: Any = None, kind: str = "invalid_request_error") -> None:
+        self.event("error", error={"type": kind, "code": code, "message": message,
+                                   "param": param, "event_id": client_event_id})
+
+    def spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def shutdown(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        for task in list(self.tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # -------------------------------------------------------- client events
+
+    def on_message(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        eid = msg.get("event_id")
+        if kind != "input_audio_buffer.append":
+            self.conn.record.messages.append(msg)
+        if kind == "session.update":
+            self.on_session_update(msg, eid)
+        elif kind == "input_audio_buffer.append":
+            self.on_append(msg, eid)
+        elif kind == "input_audio_buffer.commit":
+            self.on_commit(eid)
+        elif kind == "input_audio_buffer.clear":
+            self.buffer_ms = 0.0
+            self.seg = self._segmenter(self.seg.t_ms)
+            self.event("input_audio_buffer.cleared")
+        elif kind == "conversation.item.create":
+            self.on_item_create(msg, eid)
+        elif kind == "conversation.item.truncate":
+            self.on_truncate(msg, eid)
+        elif kind == "response.create":
+            self.on_response_create(msg, eid)
+        elif kind == "response.cancel":
+            if self.active:
+                self.cancel("client_cancelled")
+            else:
+                self.error("response_cancel_not_active", "Cancellation failed: no active "
+                           "response found", None, eid)
+        elif kind in ("conversation.item.retrieve", "conversation.item.delete"):
+            item = self.items.get(str(msg.get("item_id")))
+            if item is None:
+                self.error("item_retrieve_invalid_item_id", f"Item with item_id "
+                           f"'{msg.get('item_id')}' not found.", "item_id", eid)
+            elif kind.endswith("delete"):
+                del self.items[item.id]
+                self.event("conversation.item.deleted", item_id=item.id)
+            else:
+                self.event("conversation.item.retrieved", item=self.item_json(item))
+        elif kind in CLIENT_EVENTS:
+            self.error("invalid_value", f"'{kind}' is only supported for WebRTC and SIP "
+                       "sessions.", "type", eid)
+        else:
+            self.error("invalid_value", f"Invalid value: '{kind}'. Supported values are: "
+                       f"{_supported(CLIENT_EVENTS)}.", "type", eid)
+
+    def on_session_update(self, msg: dict[str, Any], eid: Any) -> None:
+        try:
+            validate_realtime_session(msg.get("session"), self.model)
+        except _Invalid as exc:
+            self.error(exc.code, exc.message, exc.param, eid)
+            return
+        before = (copy.deepcopy(self.audio_in.get("format")),
+                  copy.deepcopy(self.audio_in.get("turn_detection")))
+        self.session = _merge(self.session, dict(msg["session"]))
+        self.conn.record.config = self.session
+        if before != (self.audio_in.get("format"), self.audio_in.get("turn_detection")):
+            self.seg = self._segmenter(self.seg.t_ms)
+        self.event("session.updated", self.fake.ready_delay,
+                   session=copy.deepcopy(self.session))
+
+    def on_append(self, msg: dict[str, Any], eid: Any) -> None:
+        audio = msg.get("audio")
+        try:
+            raw = base64.b64decode(audio, validate=True) if isinstance(audio, str) else None
+        except (binascii.Error, ValueError):
+            raw = None
+        if raw is None:
+            self.error("invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.",
+                       "audio", eid)
+            return
+        codec, rate = _codec(self.audio_in["format"])
+        samples = decode_audio(codec, raw)
+        ms = len(samples) * 1000 / rate
+        if not self.conn.on_audio(len(raw), ms):
+            return
+        self.buffer_ms += ms
+        if not self.audio_in.get("turn_detection"):
+            return
+        for ev in self.seg.feed(samples):
+            self.on_vad(ev)
+
+    def on_vad(self, ev: SegEvent) -> None:
+        td = self.audio_in.get("turn_detection") or {}
+        if ev.kind == "start":
+            self.user_item = self.conn.next_id("item")
+            self.user_transcript = self.fake.next_transcript()
+            padding = float(td.get("prefix_padding_ms", 300))
+            self.event("input_audio_buffer.speech_started",
+                       audio_start_ms=int(max(0.0, ev.at_ms - padding)), item_id=self.user_item)
+            if self.active:
+                self.fake.interruptions += 1
+                if td.get("interrupt_response", True):
+                    self.cancel("turn_detected")
+        elif ev.kind == "end" and self.user_item is not None:
+            self.event("input_audio_buffer.speech_stopped", audio_end_ms=int(self.seg.t_ms),
+                       item_id=self.user_item)
+            self.commit(self.user_item, self.user_transcript)
+            self.user_item = None
+            if td.get("create_response", True) and not self.active:
+                self.start_response(self.next_reply())
+
+    def on_commit(self, eid: Any) -> None:
+        if self.buffer_ms < 100:
+            self.error("input_audio_buffer_commit_empty", "Error committing input audio buffer: "
+                       "buffer too small. Expected at least 100ms of audio, but buffer only has "
+                       f"{self.buffer_ms:.2f}ms of audio.", None, eid)
+            return
+        self.seg.flush()
+        item = self.user_item or self.conn.next_id("item")
+        transcript = self.user_transcript if self.user_item else self.fake.next_transcript()
+        self.user_item = None
+        self.commit(item, transcript)
+
+    def commit(self, item_id: str, transcript: str) -> None:
+        self.event("input_audio_buffer.committed", item_id=item_id,
+                   previous_item_id=self.previous_item)
+        self.buffer_ms = 0.0
+        item = _Item(item_id, "message", "user", transcript=transcript)
+        self.add_item(item)
+        tr = self.audio_in.get("transcription")
+        if not tr:
+            return
+        words = transcript.split()
+        for i, word in enumerate(words):
+            self.event("conversation.item.input_audio_transcription.delta", item_id=item_id,
+                       content_index=0, delta=word if i == 0 else f" {word}")
+        self.event("conversation.item.input_audio_transcription.completed", item_id=item_id,
+                   content_index=0, transcript=transcript,
+                   usage={"type": "duration", "seconds": 1})
+
+    def item_json(self, item: _Item) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": item.id, "object": "realtime.item", "type": item.kind,
+                               "status": "completed"}
+        if item.kind == "message":
+            out["role"] = item.role
+            part = "input_audio" if item.role == "user" else "output_audio"
+            out["content"] = [{"type": part, "transcript": item.transcript}]
+        elif item.call_id is not None:
+            out["call_id"] = item.call_id
+        return out
+
+    def add_item(self, item: _Item) -> None:
+        self.items[item.id] = item
+        body = self.item_json(item)
+        self.event("conversation.item.added", previous_item_id=self.previous_item, item=body)
+        self.event("conversation.item.done", previous_item_id=self.previous_item, item=body)
+        self.previous_item = item.id
+
+    def on_item_create(self, msg: dict[str, Any], eid: Any) -> None:
+        item = msg.get("item")
+        if not isinstance(item, dict):
+            self.error("missing_required_parameter", "Missing required parameter: 'item'.",
+                       "item", eid)
+            return
+        kind = item.get("type")
+        if kind == "function_call_output":
+            call_id = item.get("call_id")
+            output = item.get("output")
+            if not isinstance(output, str):
+                self.error("invalid_type", "Invalid type for 'item.output': expected a string.",
+                           "item.output", eid)
+                return
+            call = self.open_calls.pop(str(call_id), None)
+            if call is None:
+                self.error("invalid_value", f"No tool call found with call_id '{call_id}'.",
+                           "item.call_id", eid)
+                return
+            self.fake.tool_outputs.append({"call_id": call_id, "name": call.name,
+                                           "output": output})
+            self.answered.append((call, output))
+            self.add_item(_Item(self.conn.next_id("item"), "function_call_output",
+                                call_id=str(call_id)))
+        elif kind == "message":
+            role = item.get("role")
+            if role not in ("user", "assistant", "system"):
+                self.error("invalid_value", f"Invalid value: '{role}'. Supported values are: "
+                           "'user', 'assistant', and 'system'.", "item.role", eid)
+                return
+            content = item.get("content") or []
+            text = " ".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
+            self.add_item(_Item(self.conn.next_id("item"), "message", role, transcript=text))
+        else:
+            self.error("invalid_value", f"Invalid value: '{kind}'. Supported values are: "
+                       "'message', 'function_call', and 'function_call_output'.",
+                       "item.type", eid)
+
+    def on_truncate(self, msg: dict[str, Any], eid: Any) -> None:
+        record: dict[str, Any] = {"item_id": msg.get("item_id"),
+                                  "content_index": msg.get("content_index"),
+                                  "audio_end_ms": msg.get("audio_end_ms"), "accepted": False}
+        self.fake.truncations.append(record)
+        item = self.items.get(str(msg.get("item_id")))
+        end = msg.get("audio_end_ms")
+        if item is None:
+            self.error("item_truncate_invalid_item_id", f"Item with item_id "
+                       f"'{msg.get('item_id')}' not found.", "item_id", eid)
+        elif item.kind != "message" or item.role != "assistant":
+            self.error("invalid_value", "Only assistant messages can be truncated.",
+                       "item_id", eid)
+        elif msg.get("content_index") != 0:
+            self.error("invalid_value", "Invalid 'content_index': only 0 is supported.",
+                       "content_index", eid)
+        elif isinstance(end, bool) or not isinstance(end, int) or end < 0:
+            self.error("invalid_type", "Invalid type for 'audio_end_ms': expected a "
+                       "non-negative integer.", "audio_end_ms", eid)
+        elif end > item.audio_ms + 1e-6:
+            self.error("invalid_value", f"Audio content of {item.audio_ms:.0f}ms is shorter "
+                       f"than {end}ms.", "audio_end_ms", eid)
+        else:
+            record["accepted"] = True
+            item.audio_ms = float(end)
+            self.event("conversation.item.truncated", item_id=item.id, content_index=0,
+                       audio_end_ms=end)
+
+    def on_response_create(self, msg: dict[str, Any], eid: Any) -> None:
+        self.fake.responses_requested.append(msg)
+        if self.active:
+            self.error("conversation_already_has_active_response", "Conversation already has "
+                       f"an active response in progress: {self.response_id}. Wait until the "
+                       "response is finished before creating a new one.", None, eid)
+            return
+        response = msg.get("response") or {}
+        if not isinstance(response, dict):
+            self.error("invalid_type", "Invalid type for 'response': expected an object.",
+                       "response", eid)
+            return
+        try:
+            _check_keys(response, RESPONSE_KEYS, "response")
+        except _Invalid as exc:
+            self.error(exc.code, exc.message, exc.param, eid)
+            return
+        quoted = last_quoted(str(response.get("instructions") or ""))
+        if self.answered:
+            call, output = self.answered.pop(0)
+            self.answered.clear()
+            item: ScriptItem = call.then or Speech(f"Result: {output}")
+        elif quoted:
+            item = Speech(quoted, ms=self.fake.say_ms)
+        else:
+            item = self.next_reply()
+        self.start_response(item)
+
+    # -------------------------------------------------------- responses
+
+    def next_reply(self) -> ScriptItem:
+        return self.fake.next_script_item()
+
+    def start_response(self, item: ScriptItem) -> None:
+        self.response_id = self.conn.next_id("resp")
+        self.response_task = self.spawn(self.respond(self.response_id, item))
+
+    async def respond(self, resp_id: str, item: ScriptItem) -> None:
+        if self.fake.response_delay:
+            await asyncio.sleep(self.fake.response_delay)
+        self.event("response.created", response={
+            "id": resp_id, "object": "realtime.response", "status": "in_progress",
+            "output": [], "output_modalities": self.session.get("output_modalities")})
+        if isinstance(item, Speech):
+            out = await self.speak(resp_id, item)
+        else:
+            out = await self.call(resp_id, item)
+        self.current_item = None
+        self.event("response.done", response={
+            "id": resp_id, "object": "realtime.response", "status": "completed",
+            "status_details": None, "output": [out],
+            "usage": {"total_tokens": 42, "input_tokens": 30, "output_tokens": 12}})
+        self.event("rate_limits.updated", rate_limits=[
+            {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60}])
+
+    async def speak(self, resp_id: str, speech: Speech) -> dict[str, Any]:
+        item = _Item(self.conn.next_id("item"), "message", "assistant")
+        self.items[item.id] = item
+        self.current_item = item
+        body = {"id": item.id, "object": "realtime.item", "type": "message",
+                "role": "assistant", "status": "in_progress", "content": []}
+        self.event("response.output_item.added", response_id=resp_id, output_index=0, item=body)
+        self.event("conversation.item.added", previous_item_id=self.previous_item, item=body)
+        self.previous_item = item.id
+        self.event("response.content_part.added", response_id=resp_id, item_id=item.id,
+                   output_index=0, content_index=0, part={"type": "audio", "transcript": ""})
+        codec, rate = _codec(self.audio_out["format"])
+        pcm = tone_pcm(speech.ms, rate, speech.freq)
+        step = max(1, rate * self.fake.chunk_ms // 1000)
+        chunks = [pcm[i:i + step] for i in range(0, len(pcm), step)]
+        words = word_schedule(speech.text, len(chunks))
+        ids: dict[str, Any] = {"response_id": resp_id, "item_id": item.id, "output_index": 0,
+                               "content_index": 0}
+        for i, chunk in enumerate(chunks):
+            data = encode_pcm(chunk, codec)
+            self.event(self.name("response.output_audio.delta"), **ids,
+                       delta=base64.b64encode(data).decode("ascii"))
+            item.audio_ms += len(chunk) * 1000 / rate
+            for word in words[i]:
+                item.transcript += word
+                self.event(self.name("response.output_audio_transcript.delta"), **ids,
+                           delta=word)
+            if self.fake.pace_s:
+                await asyncio.sleep(self.fake.pace_s)
+        self.event(self.name("response.output_audio.done"), **ids)
+        self.event(self.name("response.output_audio_transcript.done"), **ids,
+                   transcript=item.transcript)
+        part = {"type": "audio", "transcript": item.transcript}
+        self.event("response.content_part.done", **ids, part=part)
+        done = self.item_json(item)
+        self.event("response.output_item.done", response_id=resp_id, output_index=0, item=done)
+        self.event("conversation.item.done", previous_item_id=None, item=done)
+        self.fake.replies.append({"response_id": resp_id, "item_id": item.id,
+                                  "text": item.transcript, "audio_ms": item.audio_ms,
+                                  "status": "completed"})
+        return done
+
+    async def call(self, resp_id: str, fc: FunctionCall) -> dict[str, Any]:
+        call_id = self.conn.next_id("call")
+        item = _Item(self.conn.next_id("item"), "function_call", call_id=call_id)
+        self.items[item.id] = item
+        body = {"id": item.id, "object": "realtime.item", "type": "function_call",
+                "status": "in_progress", "call_id": call_id, "name": fc.name, "arguments": ""}
+        self.event("response.output_item.added", response_id=resp_id, output_index=0, item=body)
+        self.event("conversation.item.added", previous_item_id=self.previous_item, item=body)
+        self.previous_item = item.id
+        arguments = json.dumps(dict(fc.arguments))
+        half = len(arguments) // 2
+        ids: dict[str, Any] = {"response_id": resp_id, "item_id": item.id, "output_index": 0,
+                               "call_id": call_id}
+        for piece in (arguments[:half], arguments[half:]):
+            if piece:
+                self.event("response.function_call_arguments.delta", **ids, delta=piece)
+        self.open_calls[call_id] = fc
+        self.event("response.function_call_arguments.done", **ids, name=fc.name,
+                   arguments=arguments)
+        done = dict(body, status="completed", arguments=arguments)
+        self.event("response.output_item.done", response_id=resp_id, output_index=0, item=done)
+        self.event("conversation.item.done", previous_item_id=None, item=done)
+        if self.fake.pace_s:
+            await asyncio.sleep(self.fake.pace_s)
+        return done
+
+    def cancel(self, reason: str) -> None:
+        task, resp_id = self.response_task, self.response_id
+        if task is None or task.done() or resp_id is None:
+            return
+        task.cancel()
+        self.response_task = None
+        item = self.current_item
+        self.current_item = None
+        output: list[dict[str, Any]] = []
+        if item is not None:
+            body = dict(self.item_json(item), status="incomplete")
+            output.append(body)
+            self.event("response.output_item.done", response_id=resp_id, output_index=0,
+                       item=body)
+            self.fake.replies.append({"response_id": resp_id, "item_id": item.id,
+                                      "text": item.transcript, "audio_ms": item.audio_ms,
+                                      "status": "cancelled"})
+        self.event("response.done", response={
+            "id": resp_id, "object": "realtime.response", "status": "cancelled",
+            "status_details": {"type": "cancelled", "reason": reason}, "output": output})
+
+
+# --------------------------------------------------------------------------- server
+
+
+class FakeOpenAIRealtime(FakeSttServer):
+    """``async with FakeOpenAIRealtime(script=[...]) as fake:``; point clients at ``fake.base_url``.
+
+    ``script``: what the model does on each turn, in order (then ``Speech("Okay.")``);
+    ``transcripts``: what the caller "says" on each turn (input transcription).
+    Pacing: ``chunk_ms`` of audio per delta, ``pace_s`` between deltas,
+    ``response_delay`` before each response. ``say_ms``: length of a spoken
+    greeting / ``say``. ``session_expiry_s``: expire the session after that long.
+    """
+
+    path = "/v1/realtime"
+
+    def __init__(self, script: Sequence[ScriptItem] = (), *,
+                 transcripts: Sequence[str] = ("hello",), chunk_ms: int = 100,
+                 pace_s: float = 0.0, response_delay: float = 0.0, say_ms: int = 400,
+                 session_expiry_s: float | None = None, reject_beta: bool = True,
+                 legacy_names: bool = False, **kwargs: Any) -> None:
+        super().__init__(transcripts, **kwargs)
+        self.script = list(script)
+        self.chunk_ms = chunk_ms
+        self.pace_s = pace_s
+        self.response_delay = response_delay
+        self.say_ms = say_ms
+        self.session_expiry_s = session_expiry_s
+        self.reject_beta = reject_beta
+        self.legacy_names = legacy_names
+        self.truncations: list[dict[str, Any]] = []
+        self.tool_outputs: list[dict[str, Any]] = []
+        self.replies: list[dict[str, Any]] = []
+        self.responses_requested: list[dict[str, Any]] = []
+        self.interruptions = 0
+        self.expired = 0
+        self._script_pos = itertools.count()
+        self._live: list[tuple[_Session, FakeConn]] = []
+
+    @property
+    def base_url(self) -> str:
+        """What a client's ``baseUrl`` should be (``/realtime`` gets appended)."""
+        return self.origin + "/v1"
+
+    def next_script_item(self) -> ScriptItem:
+        i = next(self._script_pos)
+        return self.script[i] if i < len(self.script) else DEFAULT_REPLY
+
+    def expire(self) -> None:
+        """Expire every live session now (``session_expired`` then close 1001)."""
+        for state, conn in list(self._live):
+            self._expire(state, conn)
+
+    def _expire(self, state: _Session, conn: FakeConn) -> None:
+        if conn.closing:
+            return
+        self.expired += 1
+        state.error("session_expired", "Your session hit the maximum duration of 60 minutes.",
+                    kind="invalid_request_error")
+        conn.close(1001, "session_expired")
+
+    def check_handshake(self, request: Request, record: ConnRecord) -> Response | None:
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or not auth[7:].strip():
+            return json_response(401, {"error": {
+                "message": "You didn't provide an API key. You need to provide your API key in "
+                           "an Authorization header using Bearer auth (i.e. Authorization: "
+                           "Bearer YOUR_KEY).",
+                "type": "invalid_request_error", "param": None, "code": None}})
+        record.authorized = auth[7:].strip() == self.api_key
+        if record.q("model") is None:
+            return json_response(400, {"error": {
+                "message": "Missing required parameter: 'model'.",
+                "type": "invalid_request_error", "param": "model",
+                "code": "missing_required_parameter"}})
+        return None
+
+    def inject_error(self, conn: FakeConn) -> None:
+        conn.send({"type": "error", "event_id": conn.next_id("event"), "error": {
+            "type": "server_error", "code": "server_error", "param": None, "event_id": None,
+            "message": "The server had an error while processing your request. Sorry about "
+                       "that!"}})
+
+    async def serve(self, conn: FakeConn) -> None:
+        ws, record = conn.ws, conn.record
+        state = _Session(self, conn, record.q("model"))
+        expiry: asyncio.Task[None] | None = None
+        if "openai-beta" in record.headers and self.reject_beta:
+            state.error("beta_api_shape_disabled", "The Realtime Beta API is no longer "
+                        "supported. Please use /v1/realtime for the GA API.")
+            conn.close(4000, "beta_api_shape_disabled")
+        elif not record.authorized:
+            auth = ws.request.headers.get("Authorization", "") if ws.request else ""
+            state.error("invalid_api_key", f"Incorrect API key provided: {mask_key(auth[7:])}. "
+                        "You can find your API key at https://platform.openai.com/account/"
+                        "api-keys.")
+            conn.close(3000, "invalid_request_error.invalid_api_key")
+        else:
+            state.event("session.created", session=copy.deepcopy(state.session))
+            if self.session_expiry_s is not None:
+                expiry = asyncio.get_running_loop().create_task(
+                    self._expire_later(state, conn, self.session_expiry_s))
+        self._live.append((state, conn))
+        try:
+            async for message in ws:
+                if conn.closing:
+                    continue
+                if isinstance(message, bytes):
+                    state.error("invalid_value", "Binary frames are not supported; send JSON "
+                                "client events.", None)
+                    continue
+                try:
+                    msg = json.loads(message)
+                except ValueError:
+                    state.error("invalid_json", "The message could not be parsed as JSON.")
+                    continue
+                if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+                    state.error("missing_required_parameter", "Missing required parameter: "
+                                "'type'.", "type")
+                    continue
+                state.on_message(msg)
+        finally:
+            self._live.remove((state, conn))
+            if expiry is not None:
+                expiry.cancel()
+            await state.shutdown()
+
+    async def _expire_later(self, state: _Session, conn: FakeConn, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._expire(state, conn)

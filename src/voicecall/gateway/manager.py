@@ -127,6 +127,10 @@ class CallManager:
         self._bg: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._writes: asyncio.Queue[tuple[Callable[..., list[dict[str, Any]]], tuple[Any, ...],
+                                          asyncio.Future[list[dict[str, Any]]]]] = \
+            asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -160,6 +164,11 @@ class CallManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.carrier.aclose()
+        await self.drain_writes()  # nothing queued is lost on a clean stop
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
 
     def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Receive every event record as it is persisted (used by the demo)."""
@@ -190,22 +199,81 @@ class CallManager:
         return call
 
     # ------------------------------------------------------------------ persistence
-    async def _persist(self, call: Call, events: list[dict[str, Any]]) -> Call:
-        """Save the snapshot and its event records; returns once both are durable."""
-        written = await asyncio.to_thread(self.store.save, call, events)
+    async def _persist(self, call: Call, events: list[dict[str, Any]], *,
+                       wait: bool = True) -> Call:
+        """Save the snapshot and its event records through the ordered writer.
+
+        ``wait=True`` returns once both are durable (anything acknowledged to a
+        carrier or an operator goes this way) and only then updates the live
+        state, so a failed write changes nothing and can be retried. ``wait=False``
+        is for the speech hot path (a stream transcript, "now speaking"): the live
+        state moves at once and the write follows in order, so audio does not wait
+        for an fsync; a write that then fails is logged.
+        """
+        fut = self._submit(self.store.save, call, events)
+        if not wait:
+            self._remember(call)
+            fut.add_done_callback(self._after_background_write)
+            return call
+        written = await fut
+        self._remember(call)
+        self._notify(written)
+        return call
+
+    def _remember(self, call: Call) -> None:
         self._calls[call.call_id] = call
         if call.provider_call_id:
             self._by_provider[call.provider_call_id] = call.call_id
-        for rec in written:
-            for listener in self._listeners:
-                listener(rec)
-        return call
 
-    async def _record(self, events: list[dict[str, Any]]) -> None:
-        written = await asyncio.to_thread(self.store.append_events, events)
+    def _notify(self, written: list[dict[str, Any]]) -> None:
         for rec in written:
             for listener in self._listeners:
                 listener(rec)
+
+    def _after_background_write(self, fut: asyncio.Future[list[dict[str, Any]]]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.error("store.write_failed", extra={"why": str(exc)})
+            return
+        self._notify(fut.result())
+
+    def _submit(self, fn: Callable[..., list[dict[str, Any]]],
+                *args: Any) -> asyncio.Future[list[dict[str, Any]]]:
+        """Queue a store write; writes run one at a time, in submission order."""
+        loop = asyncio.get_running_loop()
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_loop())
+        fut: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
+        self._writes.put_nowait((fn, args, fut))
+        return fut
+
+    async def _write_loop(self) -> None:
+        while True:
+            fn, args, fut = await self._writes.get()
+            try:
+                written = await asyncio.to_thread(fn, *args)
+            except Exception as exc:  # handed to whoever waits on the write
+                if not fut.done():
+                    fut.set_exception(exc)
+            else:
+                if not fut.done():
+                    fut.set_result(written)
+            finally:
+                self._writes.task_done()
+
+    async def drain_writes(self) -> None:
+        """Wait until every queued write is durable."""
+        if self._writer is not None and not self._writer.done():
+            await self._writes.join()
+
+    async def _record(self, events: list[dict[str, Any]], *, wait: bool = False) -> None:
+        fut = self._submit(self.store.append_events, events)
+        if wait:
+            self._notify(await fut)
+        else:
+            fut.add_done_callback(self._after_background_write)
 
     def _diff_events(self, old: Call | None, new: Call) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -228,11 +296,12 @@ class CallManager:
                         "direction": "in"})
         return out
 
-    async def _apply(self, call: Call, event: CallEvent) -> tuple[Call, list[Effect]]:
+    async def _apply(self, call: Call, event: CallEvent, *,
+                     wait: bool = True) -> tuple[Call, list[Effect]]:
         """Transition + persist. Caller holds the call's lock."""
         new, effects = transition(call, event)
         if new is not call:
-            await self._persist(new, self._diff_events(call, new))
+            await self._persist(new, self._diff_events(call, new), wait=wait)
         return new, effects
 
     # ------------------------------------------------------------------ tasks
@@ -333,13 +402,19 @@ class CallManager:
         return call
 
     # ------------------------------------------------------------------ events
-    async def handle_event(self, event: CallEvent) -> None:
-        """The carrier sink. Returns once the event's effect on state is durable."""
+    async def handle_event(self, event: CallEvent, *, ack: bool = True) -> None:
+        """The carrier sink. Returns once the event's effect on state is durable.
+
+        ``ack=False`` is for events nobody acknowledges or re-sends (transcripts and
+        keys read off a live media stream): they skip the replay bookkeeping and
+        their write follows in the background, so the reply is not held up by it.
+        """
         call_id = event.call_id or self._by_provider.get(event.provider_call_id or "")
         if call_id is None and event.provider_call_id:
             stored = self.store.get_by_provider_id(event.provider_call_id)
             call_id = stored.call_id if stored else None
-        if event.dedupe_key and self.store.is_processed(event.dedupe_key):
+        dedupe = event.dedupe_key if ack else None
+        if dedupe and self.store.is_processed(dedupe):
             log.info("event.replay_ignored", extra={"call_id": call_id})
             return
         if call_id is None or call_id not in self._live:
@@ -352,8 +427,8 @@ class CallManager:
                 await self._hangup_rejected(known, event)  # an earlier hangup failed
                 return
             log.info("event.unknown_or_ended_call", extra={"event_type": event.type})
-            if call_id and event.dedupe_key:
-                self.store.mark_processed(event.dedupe_key, call_id)
+            if call_id and dedupe:
+                self.store.mark_processed(dedupe, call_id)
             return
         live = self._live[call_id]
         if (event.type == "call.speech" and event.turn_token and live.turn_token
@@ -365,21 +440,21 @@ class CallManager:
                 return
             call = self._calls[call_id]
             # Checked again under the lock: a concurrent delivery of this event may have won.
-            if event.dedupe_key and self.store.is_processed(event.dedupe_key):
+            if dedupe and self.store.is_processed(dedupe):
                 return
             if event.provider_call_id and call.provider_call_id is None:
                 call = await self._persist(call.replace(provider_call_id=event.provider_call_id),
                                            [])
             try:
-                call, effects = await self._apply(call, event)
+                call, effects = await self._apply(call, event, wait=ack)
             except CallStateError as exc:
                 log.info("event.out_of_order", extra={"call_id": call_id, "why": str(exc)})
                 effects = []
             # Committed only once the event's effect is durable: a failed write stays
             # retryable instead of turning the carrier's retry into a "replay". A
             # retryable carrier error is kept replayable too (it changed nothing).
-            if event.dedupe_key and not (event.type == "call.error" and event.retryable):
-                self.store.mark_processed(event.dedupe_key, call_id)
+            if dedupe and not (event.type == "call.error" and event.retryable):
+                self.store.mark_processed(dedupe, call_id)
         await self._run_effects(call, effects, event)
 
     async def _register_untracked(self, event: CallEvent) -> None:
@@ -601,7 +676,7 @@ class CallManager:
         async with live.lock:
             call, _ = await self._apply(self._calls[call_id], CallEvent(
                 "call.speaking", call_id=call_id, timestamp=self.clock(),
-                text=text if record else None))
+                text=text if record else None), wait=False)
         session = call.session_key or call.call_id
         listen_token = (token or secrets.token_urlsafe(12)) if listen else None
         if listen_token is not None:
@@ -635,7 +710,7 @@ class CallManager:
             if call_id in self._live:
                 with contextlib.suppress(CallStateError):
                     await self._apply(self._calls[call_id], CallEvent(
-                        "call.listening", call_id=call_id, timestamp=self.clock()))
+                        "call.listening", call_id=call_id, timestamp=self.clock()), wait=False)
 
     async def _listen(self, call_id: str, token: str | None = None) -> None:
         """Open the next caller turn."""
@@ -778,7 +853,8 @@ class CallManager:
             async with live.lock:
                 if call_id in self._live:
                     await self._apply(self._calls[call_id], CallEvent(
-                        "call.said", call_id=call_id, timestamp=self.clock(), text=text))
+                        "call.said", call_id=call_id, timestamp=self.clock(), text=text),
+                        wait=False)
         return bool(played)
 
     # ------------------------------------------------------------------ operator actions
@@ -819,7 +895,7 @@ class CallManager:
         await self._record([{
             "type": "turn", "callId": call.call_id, "turn": live.turns, "kind": "continue",
             "latencyMs": round((now - start) * 1000, 1),
-            "listenWaitMs": round((now - listen_start) * 1000, 1)}])
+            "listenWaitMs": round((now - listen_start) * 1000, 1)}], wait=True)
         return transcript
 
     async def send_dtmf(self, call_id: str, digits: str) -> None:
@@ -828,7 +904,7 @@ class CallManager:
             raise UsageError("digits may only contain digits, *, #, comma, w, p")
         await self.carrier.send_dtmf(call, digits)
         await self._record([{"type": "dtmf", "callId": call.call_id, "digits": digits,
-                             "direction": "out"}])
+                             "direction": "out"}], wait=True)
 
     async def end(self, call_id: str, *, reason: CallState = CallState.HANGUP_BOT,
                   note: str | None = None, carrier_hangup: bool = True) -> Call:

@@ -106,7 +106,7 @@ class StreamSession:
                 await self.host.handle_event(CallEvent(
                     "call.dtmf", call_id=self.call_id, provider_call_id=self.call_sid,
                     timestamp=time.time(), digits=frame.digit,
-                    dedupe_key=f"twilio:stream:{self.stream_sid}:dtmf:{self._seq}"))
+                    dedupe_key=f"twilio:stream:{self.stream_sid}:dtmf:{self._seq}"), ack=False)
             elif isinstance(frame, media.Stop):
                 return
 
@@ -139,7 +139,7 @@ class StreamSession:
                     "call.speech", call_id=self.call_id, provider_call_id=self.call_sid,
                     timestamp=time.time(), transcript=ev.text.strip(), is_final=True,
                     confidence=ev.confidence, endpoint_ms=endpoint,
-                    dedupe_key=f"twilio:stream:{self.stream_sid}:speech:{self._seq}"))
+                    dedupe_key=f"twilio:stream:{self.stream_sid}:speech:{self._seq}"), ack=False)
             elif ev.type == "error":
                 log.warning("stt.error", extra={"call_id": self.call_id, "why": ev.text})
 

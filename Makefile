@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types unit bench clean
+.PHONY: demo test lint types unit bench bench-turn bench-audio bench-stt clean
 
 # Debian packages the offline speech path needs (flite: local TTS).
 DEB_PACKAGES := flite
@@ -33,8 +33,17 @@ unit: $(STAMP)
 
 test: lint types unit
 
-bench: $(STAMP)
-	$(BIN)/python bench/bench_gateway.py
+bench: bench-audio bench-turn
+
+# Turn latency, ours vs Pipecat (the peer is installed on demand, outside pyproject).
+bench-turn: $(STAMP)
+	$(BIN)/python bench/bench_turn.py
+
+bench-audio: $(STAMP)
+	$(BIN)/python bench/bench_audio.py
+
+bench-stt: $(STAMP)
+	$(BIN)/python bench/stt_local_wer.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

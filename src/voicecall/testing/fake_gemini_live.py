@@ -42,9 +42,10 @@ Behaviour:
   ``toolResponse`` id, then says the call's ``then`` (or "Result: <output>").
   A ``clientContent`` turn with ``turnComplete`` gets a reply that speaks the
   last quoted text in it (greeting / ``say``), else the next script item;
-- barge-in: caller speech during a reply cancels it and sends
-  ``{"serverContent": {"interrupted": true}}`` then ``turnComplete``
-  (pending tool calls get ``toolCallCancellation``); counted in ``interruptions``;
+- barge-in: caller speech during a reply, or while a tool call waits for its
+  response, cancels it and sends ``{"serverContent": {"interrupted": true}}``
+  (pending calls: ``toolCallCancellation``) then ``turnComplete``; counted in
+  ``interruptions``;
 - resumption (when ``setup.sessionResumption`` is present): a
   ``sessionResumptionUpdate`` with a fresh resumable handle after
   ``setupComplete`` and after each turn (``resumable: false`` while
@@ -85,6 +86,7 @@ from pydantic.alias_generators import to_camel
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from voicecall.audio.resample import pcm16_bytes
 from voicecall.testing.fake_openai_realtime import (
@@ -527,7 +529,8 @@ class _Live:
             self.words_sent = 0
             if self.fake.voice_activity:
                 self.send({"voiceActivity": {"voiceActivityType": "ACTIVITY_START"}})
-            if self.replying and self.interrupts:
+            pending = self.convo is not None and bool(self.convo.open_calls)
+            if (self.replying or pending) and self.interrupts:
                 self.interrupt()
         elif ev.kind == "word" and transcribe:
             self.send_words(min(len(self.words), ev.words))
@@ -722,11 +725,23 @@ class FakeGeminiLive(FakeSttServer):
         i = next(self._script_pos)
         return self.script[i] if i < len(self.script) else Speech("Okay.", ms=300)
 
+    async def __aenter__(self) -> FakeGeminiLive:
+        await self.start()
+        return self
+
     def send_go_away(self) -> None:
         """``goAway`` on every live connection now (closed after ``go_away_grace_s``)."""
         for live in list(self._live):
             if live.setup is not None:
                 live.go_away()
+
+    def close_live(self, code: int | None = 1011, reason: str = "Internal error occurred.") -> None:
+        """Close every live connection now with ``code`` (``None``: drop TCP, the client sees 1006)."""
+        for live in list(self._live):
+            if code is None:
+                live.conn.abort()
+            else:
+                live.conn.close(code, reason)
 
     def check_handshake(self, request: Request, record: ConnRecord) -> Response | None:
         header = request.headers.get("x-goog-api-key")
@@ -752,7 +767,7 @@ class FakeGeminiLive(FakeSttServer):
         except ConnectionClosed:
             pass
         finally:
-            if conn.close_queued and not conn.sender.done():
+            if conn.close_queued and not conn.sender.done() and ws.state is not State.CLOSED:
                 await asyncio.wait({conn.sender}, timeout=2.0)
             conn.sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):

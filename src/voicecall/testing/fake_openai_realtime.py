@@ -849,6 +849,10 @@ class FakeOpenAIRealtime(FakeSttServer):
         self._script_pos = itertools.count()
         self._live: list[tuple[_Session, FakeConn]] = []
 
+    async def __aenter__(self) -> FakeOpenAIRealtime:
+        await self.start()
+        return self
+
     @property
     def base_url(self) -> str:
         """What a client's ``baseUrl`` should be (``/realtime`` gets appended)."""

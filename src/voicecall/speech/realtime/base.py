@@ -7,6 +7,29 @@ these types only; ``openai`` and ``google`` implement them.
 
 ``events()`` always ends with exactly one ``closed`` event; a fatal failure is
 an ``error`` event right before it. Nothing here ever carries an API key.
+
+Events, as the built-in providers emit them:
+
+- ``ready``: once, when the provider accepted the session (audio queued
+  before it is flushed then). A provider that resumes on a new connection
+  (Gemini) does not emit it again.
+- ``audio``: model audio, mu-law 8 kHz, ``item_id`` = the output it belongs
+  to (OpenAI: the assistant item, the one to ``truncate``; Gemini: a per-turn
+  id ``gemini-turn-N``).
+- ``speech-start`` / ``speech-stop``: the caller started / stopped talking
+  (OpenAI: server VAD; a ``speech-start`` while model audio is still playing
+  is the barge-in: clear the carrier buffer and ``truncate``. Gemini: derived,
+  informational; its barge-in signal is ``interrupted``).
+- ``interrupted``: the provider itself stopped the model's output because the
+  caller spoke (Gemini only); clear the carrier buffer, no truncate needed.
+- ``transcript``: ``role`` user/assistant; ``final=False`` for a chunk,
+  ``final=True`` for the whole text of a turn.
+- ``tool-call``: ``call_id``, ``name``, ``arguments`` (JSON text); answer with
+  ``send_tool_result``.
+- ``response-done``: a model turn ended; ``text`` is its status
+  (``completed``, ``cancelled``, ``interrupted``, ...).
+- ``error``: ``text`` says what; followed by ``closed`` when fatal, otherwise
+  the session carries on.
 """
 
 from __future__ import annotations

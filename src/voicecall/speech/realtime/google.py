@@ -68,7 +68,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic.alias_generators import to_snake
@@ -598,3 +598,12 @@ def create(cfg: Mapping[str, Any]) -> Provider:
         url=pc.url(DEFAULT_BASE_URL, LIVE_PATH, ()),
     )
 
+
+if TYPE_CHECKING:      # the classes satisfy the contract's Protocols (checked by mypy)
+    from voicecall.speech.realtime.base import RealtimeProvider, RealtimeSession
+
+    def _provider(p: Provider) -> RealtimeProvider:
+        return p
+
+    def _session(s: GeminiLiveSession) -> RealtimeSession:
+        return s

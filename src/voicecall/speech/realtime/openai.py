@@ -60,7 +60,7 @@ import json
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosed
 
@@ -233,7 +233,7 @@ class OpenAIRealtimeSession(RealtimeWsSession):
             item = str(data.get("item_id", ""))
             self._user_text.pop(item, None)
             transcript = data.get("transcript")
-            if isinstance(transcript, str):
+            if isinstance(transcript, str) and transcript.strip():
                 self.emit("transcript", role="user", text=transcript.strip(), final=True,
                           item_id=item)
         elif kind == "conversation.item.input_audio_transcription.failed":
@@ -462,3 +462,13 @@ def create(cfg: Mapping[str, Any]) -> Provider:
         speed=speed,
         url=pc.url(DEFAULT_BASE_URL, REALTIME_PATH, (("model", model),)),
     )
+
+
+if TYPE_CHECKING:      # the classes satisfy the contract's Protocols (checked by mypy)
+    from voicecall.speech.realtime.base import RealtimeProvider, RealtimeSession
+
+    def _provider(p: Provider) -> RealtimeProvider:
+        return p
+
+    def _session(s: OpenAIRealtimeSession) -> RealtimeSession:
+        return s

@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq $$missing; fi; fi
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,telnyx,local]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -29,6 +29,8 @@ def verify_capture(capture: Any) -> tuple[bool, str]:
         return True, "mock webhooks are unsigned"
     if provider == "twilio":
         return _twilio(capture)
+    if provider == "telnyx":
+        return _telnyx(capture)
     if provider == "plivo":
         return _plivo(capture)
     return False, f"{provider} signature verification is not available in this build"
@@ -68,4 +70,26 @@ def _plivo(capture: Mapping[str, Any]) -> tuple[bool, str]:
     view, url = _view(capture)
     verdict = verify_request(view, capture["body"].encode(), _secret(capture), url,
                              public_url=url)
+    return verdict.ok, verdict.reason or "signature matches"
+
+
+def _telnyx(capture: Mapping[str, Any]) -> tuple[bool, str]:
+    """Ed25519 over ``timestamp|body``; ``now`` (Unix seconds) in the capture pins the clock."""
+    import time
+
+    from voicecall.carriers.telnyx.carrier import verify_request
+    from voicecall.carriers.telnyx.signature import load_public_key
+    from voicecall.errors import SignatureError
+
+    view, _ = _view(capture)
+    try:
+        key = load_public_key(_secret(capture))
+    except SignatureError as exc:
+        raise ConfigError(str(exc), path="secret_or_public_key") from None
+    now = capture.get("now", None)
+    if now is None:
+        now = time.time()
+    elif isinstance(now, bool) or not isinstance(now, int | float):
+        raise ConfigError("now must be Unix seconds", path="now")
+    verdict = verify_request(view, capture["body"].encode(), key, now=float(now))
     return verdict.ok, verdict.reason or "signature matches"

@@ -221,14 +221,13 @@ def test_verify_webhook_mock_is_valid(cli: CliRunner, home: Path, tmp_path: Path
 
 
 @pytest.mark.parametrize("provider", ["telnyx", "plivo"])
-def test_verify_webhook_carriers_say_invalid_for_now(cli: CliRunner, home: Path, tmp_path: Path,
-                                                     provider: str) -> None:
+def test_verify_webhook_needs_the_secret_or_key(cli: CliRunner, home: Path, tmp_path: Path,
+                                                provider: str) -> None:
     path = capture(tmp_path, provider=provider, body="CallSid=CA1&CallStatus=ringing",
                    now=1_800_000_000)
     res = cli("verify-webhook", path)
-    assert res.code == 1
-    assert res.out.strip() == (
-        f"invalid: {provider} signature verification is not available in this build")
+    assert res.code == 2
+    assert "secret_or_public_key is required" in res.err
 
 
 def _twilio_capture(tmp_path: Path, url: str, body: str, token: str, sign_url: str | None = None,

@@ -96,10 +96,23 @@ def test_realtime_and_streaming_together() -> None:
     assert missing_credentials(both) == []
 
 
-@pytest.mark.parametrize("provider", ["telnyx", "plivo", "mock"])
-def test_streaming_requires_twilio(provider: str) -> None:
+@pytest.mark.parametrize("provider", ["mock"])
+def test_streaming_requires_a_media_stream_carrier(provider: str) -> None:
     problems = validate_setup(cfg(provider=provider, streaming={"enabled": True}))
-    assert 'provider must be "twilio" when streaming.enabled is true' in problems
+    assert ('provider must be "twilio", "telnyx" or "plivo" when streaming.enabled is true'
+            in problems)
+
+
+def test_streaming_with_plivo_ok() -> None:
+    c = cfg(provider="plivo", fromNumber="+15550001234", streaming={"enabled": True},
+            plivo={"authId": "MA" + "1" * 18, "authToken": "t"})
+    assert validate_setup(c) == []
+
+
+def test_streaming_with_telnyx_ok() -> None:
+    c = cfg(provider="telnyx", fromNumber="+15550001234", streaming={"enabled": True},
+            telnyx={"apiKey": "k", "connectionId": "c", "publicKey": "pk"})
+    assert validate_setup(c) == []
 
 
 def test_streaming_with_twilio_ok() -> None:

@@ -66,8 +66,9 @@ def validate_setup(cfg: VoiceCallConfig, prefix: str = "") -> list[str]:
         problems.append(f'{p}inboundPolicy must not be "disabled" when realtime.enabled is true')
     if realtime and streaming:
         problems.append(f"{p}realtime.enabled and {p}streaming.enabled cannot both be true")
-    if streaming and cfg.provider and cfg.provider != "twilio":
-        problems.append(f'{p}provider must be "twilio" when streaming.enabled is true')
+    if streaming and cfg.provider and cfg.provider not in ("twilio", "telnyx", "plivo"):
+        problems.append(f'{p}provider must be "twilio", "telnyx" or "plivo" when '
+                        f'streaming.enabled is true')
     if realtime and cfg.provider and cfg.provider not in ("twilio", "telnyx", "mock"):
         problems.append(
             f'{p}provider must be "twilio", "telnyx", or "mock" when realtime.enabled is true'

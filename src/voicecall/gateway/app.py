@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Mapping
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -15,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 from voicecall.carriers.base import Verification, WebhookReply
 from voicecall.errors import ProtocolError, VoicecallError
 from voicecall.gateway.limits import BodyTimeout, BodyTooLarge, InFlight, read_capped
-from voicecall.gateway.media import media_route
+from voicecall.gateway.media import media_route, realtime_route
 from voicecall.gateway.rpc import RpcContext, dispatch
 from voicecall.gateway.runtime import Runtime
 from voicecall.gateway.security import NO_REMOTE, CachedResponse, ReplayCache, RequestView
@@ -43,6 +44,18 @@ def request_view(request: Request) -> RequestView:
     )
 
 
+def _signed(carrier: object, headers: Mapping[str, str]) -> bool:
+    """The carrier's signature headers are present (checked before reading the body).
+
+    Carriers with alternative header sets (Plivo V3 or V2) decide for themselves.
+    """
+    check = getattr(carrier, "signature_headers_present", None)
+    if check is not None:
+        return bool(check(headers))
+    required: tuple[str, ...] = getattr(carrier, "required_headers", ())
+    return all(h in headers for h in required)
+
+
 def _reply(reply: WebhookReply) -> Response:
     return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
 
@@ -66,10 +79,8 @@ def webhook_app(runtime: Runtime) -> Starlette:
         if manager is None:
             return PlainTextResponse("Voice call runtime not started", status_code=503)
         carrier = manager.carrier
-        if not skip_signatures:
-            missing = [h for h in carrier.required_headers if h not in request.headers]
-            if missing:
-                return PlainTextResponse("Missing signature", status_code=401)
+        if not skip_signatures and not _signed(carrier, request.headers):
+            return PlainTextResponse("Missing signature", status_code=401)
         ip = _client_ip(request)
         if not in_flight.try_acquire(ip):
             return PlainTextResponse("Too many requests", status_code=429)
@@ -129,6 +140,9 @@ def webhook_app(runtime: Runtime) -> Starlette:
     media = media_route(runtime)
     if media is not None:
         routes.append(media)
+    realtime = realtime_route(runtime)
+    if realtime is not None:
+        routes.append(realtime)
     return Starlette(routes=routes)
 
 

@@ -442,9 +442,15 @@ class CallManager:
             # Checked again under the lock: a concurrent delivery of this event may have won.
             if dedupe and self.store.is_processed(dedupe):
                 return
-            if event.provider_call_id and call.provider_call_id is None:
+            if event.provider_call_id and call.provider_call_id != event.provider_call_id and (
+                    call.provider_call_id is None or event.call_id == call_id):
+                # First carrier id, or the carrier switched ids (Plivo: request uuid ->
+                # CallUUID); the event names our call explicitly, so adopt the new one.
+                stale = call.provider_call_id
                 call = await self._persist(call.replace(provider_call_id=event.provider_call_id),
                                            [])
+                if stale:
+                    self._by_provider.pop(stale, None)
             try:
                 call, effects = await self._apply(call, event, wait=ack)
             except CallStateError as exc:
@@ -622,6 +628,23 @@ class CallManager:
         return reaped
 
     # ------------------------------------------------------------------ speech
+    def uses_realtime(self, call: Call) -> bool:
+        """The carrier bridges this call to a realtime voice model (it greets and replies)."""
+        check = getattr(self.carrier, "uses_realtime", None)
+        return bool(check(call)) if check is not None else False
+
+    def consume_initial_message(self, call_id: str) -> str | None:
+        """Take the call's initial message (a realtime bridge turns it into the opening turn)."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return None
+        message = call.metadata.get("initialMessage")
+        if message:
+            self._calls[call_id] = call.with_metadata(initialMessage=None)
+            self._submit(self.store.save, self._calls[call_id], []).add_done_callback(
+                self._after_background_write)
+        return str(message) if message else None
+
     def barge_in_allowed(self, call_id: str) -> bool:
         """Caller speech may cut the bot off, except over an outbound greeting that is sounding."""
         call = self.get(call_id)
@@ -647,6 +670,8 @@ class CallManager:
                     "call.speaking", call_id=call_id, timestamp=self.clock(), text=str(message)))
                 await self._persist(cur.with_metadata(initialMessage=None), [])
             return
+        if self.uses_realtime(call):
+            return  # the realtime bridge greets with the model's own opening turn (no <Say>)
         await self.carrier.media_ready(call)
         if not message:
             if call.mode == "conversation":
@@ -737,8 +762,8 @@ class CallManager:
         if live.waiter is not None and not live.waiter.future.done():
             live.waiter.future.set_result(text)
             return
-        if call.mode != "conversation":
-            return
+        if call.mode != "conversation" or self.uses_realtime(call):
+            return  # a realtime model answers on its own
         listen_wait = (now - live.listen_started_at) * 1000 if live.listen_started_at else None
         self._spawn(call.call_id, self._auto_respond(
             call.call_id, text, live.turn_gen, live.turns, now, listen_wait,

@@ -39,7 +39,7 @@ import math
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -103,6 +103,12 @@ class Carrier:
     notify_inline = True   # the notify message is the answer document itself
     cache_replies = True   # Plivo retries expect the same XML back
     required_headers: tuple[str, ...] = (V3_HEADER.lower(), V3_NONCE_HEADER.lower())
+
+    @staticmethod
+    def signature_headers_present(headers: Mapping[str, str]) -> bool:
+        """V3 signature + nonce, or (where Plivo still sends it) V2 signature + nonce."""
+        return all(h.lower() in headers for h in (V3_HEADER, V3_NONCE_HEADER)) or \
+            all(h.lower() in headers for h in (V2_HEADER, V2_NONCE_HEADER))
 
     def __init__(self, config: VoiceCallConfig, rest: PlivoRest, *, auth_token: str,
                  public_url: str, stream_secret: bytes, stt: STT | None = None,

@@ -21,6 +21,7 @@ from typing import Literal
 from urllib.parse import parse_qs
 
 from voicecall.calls.model import CallEvent, CallState, Direction, EventType
+from voicecall.config.routing import normalize_e164
 from voicecall.errors import ProtocolError
 
 DEFAULT_SPEECH_CONFIDENCE = 0.9
@@ -142,6 +143,16 @@ def end_reason(status: str | None, cause: str | None) -> CallState | None:
     return by_cause
 
 
+def _number(raw: str | None) -> str | None:
+    # Plivo sends numbers without "+" (``14155551234``); SIP URIs and anything that is
+    # not a phone number pass through untouched.
+    if not raw:
+        return None
+    if raw.strip().lower().startswith("sip:"):
+        return raw
+    return normalize_e164(raw) or raw
+
+
 def parse_events(
     params: Mapping[str, Sequence[str]],
     query: Mapping[str, str],
@@ -164,8 +175,8 @@ def parse_events(
         dedupe_key=dedupe_key,
         turn_token=query.get("turnToken") or None,
         direction=_DIRECTIONS.get((first(params, "Direction") or "").strip().lower()),
-        from_number=first(params, "From") or None,
-        to_number=first(params, "To") or None,
+        from_number=_number(first(params, "From")),
+        to_number=_number(first(params, "To")),
     )
 
     speech = first(params, "Speech")

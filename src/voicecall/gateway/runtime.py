@@ -31,11 +31,12 @@ from voicecall.config import (
 from voicecall.errors import ConfigError, SetupIncompleteError
 from voicecall.gateway.manager import CallManager
 from voicecall.speech.builtin import register_builtins
+from voicecall.speech.realtime.base import RealtimeProvider
 from voicecall.speech.registry import resolve_stt, resolve_tts, tts_names
 from voicecall.speech.stt.base import STT
 from voicecall.speech.tts import build_tts
-from voicecall.speech.tts.routed import RoutedTTS
 from voicecall.speech.tts.base import TTS
+from voicecall.speech.tts.routed import RoutedTTS
 from voicecall.store import CallStore, SqliteCallStore
 
 log = logging.getLogger("voicecall.runtime")
@@ -101,6 +102,13 @@ def build_carrier(loaded: LoadedConfig, home: Path) -> Carrier:
     cfg = loaded.config
     if cfg.provider == "twilio":
         return _build_twilio(loaded, home)
+    if cfg.provider == "telnyx":
+        # Imported here: the Telnyx carrier needs PyNaCl (the ``telnyx`` extra).
+        from voicecall.carriers.telnyx import carrier as telnyx_carrier
+
+        stt, tts = _speech(loaded)
+        return telnyx_carrier.build(loaded, home, stream_secret=stream_secret(home),
+                                    stt=stt, tts=tts)
     if cfg.provider == "plivo":
         stt, tts = _speech(loaded)
         return plivo_carrier.build(loaded, home, stream_secret=stream_secret(home), stt=stt,
@@ -112,7 +120,7 @@ def build_carrier(loaded: LoadedConfig, home: Path) -> Carrier:
                              reply_delay_ms=m.reply_delay_ms),
             m.callee_replies, hangup_after_replies=m.hangup_after_replies, answer=m.answer)
     raise ConfigError(f"carrier {cfg.provider!r} is not available in this build",
-                      path="provider", allowed=["mock", "twilio"])
+                      path="provider", allowed=["mock", "twilio", "telnyx"])
 
 
 def _speech(loaded: LoadedConfig) -> tuple[STT | None, TTS | None]:
@@ -155,7 +163,37 @@ def _build_twilio(loaded: LoadedConfig, home: Path) -> Carrier:
     stt, tts = _speech(loaded)
     return TwilioCarrier(cfg, rest, auth_token=token, public_url=cfg.public_url,
                           stream_secret=stream_secret(home), stt=stt, tts=tts,
-                          voice=_tts_voice(cfg))
+                          voice=_tts_voice(cfg), realtime=resolve_realtime(cfg),
+                          workspace_dir=home / "workspace")
+
+
+def resolve_realtime(cfg: VoiceCallConfig) -> RealtimeProvider | None:
+    """The realtime voice provider, or None (with a warning) when unavailable.
+
+    ``realtime.provider`` names one of the registered providers; unset, the first
+    registered one whose config is complete is used. An unknown or unusable
+    provider skips realtime media instead of failing the gateway.
+    """
+    if not cfg.realtime.enabled:
+        return None
+    from voicecall.speech.realtime.builtin import builtin_factories
+
+    factories = builtin_factories()
+    wanted = cfg.realtime.provider
+    if wanted is not None and wanted not in factories:
+        log.warning("realtime voice provider %r is not registered (registered: %s); "
+                    "realtime media will be skipped", wanted, ", ".join(factories))
+        return None
+    names = [wanted] if wanted is not None else list(factories)
+    problems: list[str] = []
+    for name in names:
+        try:
+            return factories[name](cfg.realtime.providers.get(name) or {})
+        except (ConfigError, ValueError) as exc:
+            problems.append(f"{name}: {exc}")
+    log.warning("no realtime voice provider is available, realtime media will be skipped: %s",
+                "; ".join(problems) or "none registered")
+    return None
 
 
 def build_responder(cfg: VoiceCallConfig) -> Responder:

@@ -126,6 +126,7 @@ class Carrier:
         self._speaks: dict[str, _PendingSpeak] = {}          # by call_control_id
         self._speak_locks: dict[str, asyncio.Lock] = {}
         self._turns: dict[str, str] = {}                     # open transcription turn
+        self._turned: set[str] = set()                       # calls we opened turns on
         self._transcribing: set[str] = set()
         self._tx_locks: dict[str, asyncio.Lock] = {}
         self._answered: set[str] = set()
@@ -219,7 +220,7 @@ class Carrier:
                 await asyncio.wait_for(session.ready.wait(), STREAM_READY_TIMEOUT_S)
 
     def incremental_speech(self, call: Call) -> bool:
-        return (call.provider_call_id or "") in self._streams
+        return self.tts is not None and (call.provider_call_id or "") in self._streams
 
     async def speak(self, call: Call, text: str, *, listen_token: str | None = None,
                     hangup_after: bool = False) -> SpeechTiming | None:
@@ -228,6 +229,8 @@ class Carrier:
             raise CarrierError("call has no Telnyx call_control_id yet")
         session = self._streams.get(ccid)
         if session is not None and self.tts is not None:
+            if listen_token and session.stt is None:
+                self._end_turn(ccid)
             timing: SpeechTiming | None = await self._speak_stream(session, text)
             if listen_token and session.stt is None:
                 await self._open_turn(call, listen_token)
@@ -292,14 +295,21 @@ class Carrier:
         ccid = call.provider_call_id or ""
         lock = self._tx_locks.setdefault(ccid, asyncio.Lock())
         async with lock:
+            self._turned.add(ccid)
             self._turns[ccid] = turn
             state = encode_client_state(call.call_id, turn_token=turn)
             if ccid in self._transcribing:
-                await self.rest.action(ccid, commands.client_state_update(
-                    call_id=call.call_id, seq=next(self._seq), client_state=state))
+                await self.rest.action(ccid, commands.client_state_update(client_state=state))
                 return
-            await self.rest.action(ccid, commands.transcription_start(
-                call_id=call.call_id, turn=turn, client_state=state, language=self.language))
+            try:
+                await self.rest.action(ccid, commands.transcription_start(
+                    call_id=call.call_id, turn=turn, client_state=state,
+                    language=self.language))
+            except TelnyxApiError as exc:
+                if exc.status_code != 422 or exc.call_ended:
+                    raise
+                # Already transcribing (e.g. started before a restart): keep it, new turn.
+                await self.rest.action(ccid, commands.client_state_update(client_state=state))
             self._transcribing.add(ccid)
 
     def _end_turn(self, ccid: str) -> None:
@@ -430,6 +440,11 @@ class Carrier:
             if event.type != "call.speech":
                 out.append(event)
                 continue
+            if ccid not in self._turned:
+                # Not a turn of this process (e.g. opened before a restart): the manager
+                # still checks the token against the turn it waits for.
+                out.append(event)
+                continue
             open_turn = self._turns.get(ccid)
             if open_turn is None or event.turn_token != open_turn:
                 log.warning("speech.stale_turn_token", extra={"call_id": event.call_id})
@@ -468,7 +483,10 @@ class Carrier:
         if pending is not None and not pending.done.done():
             pending.done.set_result("call_hangup")
         self._turns.pop(ccid, None)
+        self._turned.discard(ccid)
         self._transcribing.discard(ccid)
+        self._speak_locks.pop(ccid, None)
+        self._tx_locks.pop(ccid, None)
         self._dtmf.pop(ccid, None)
         self._answered.discard(ccid)
         self._stream_settled.pop(ccid, None)
@@ -512,7 +530,8 @@ class Carrier:
                 await host.handle_event(CallEvent(
                     "call.dtmf", call_id=call.call_id, provider_call_id=ccid,
                     timestamp=time.time(), digits=digit,
-                    dedupe_key=f"telnyx:stream:{start.stream_id}:dtmf:{time.time_ns()}"))
+                    dedupe_key=f"telnyx:stream:{start.stream_id}:dtmf:{time.time_ns()}"),
+                    ack=False)
 
         session = StreamSession(ws, start, call.call_id, host, stt_session, on_dtmf)
         self._attach(ccid, session)

@@ -43,10 +43,12 @@ RejectCause = Literal["CALL_REJECTED", "NOT_FOUND", "TEMPORARILY_UNAVAILABLE", "
 
 @dataclass(frozen=True)
 class Command:
-    """``POST /calls/{id}/actions/<action>`` with ``body`` (``action`` None: ``POST /calls``)."""
+    """``<method> /calls/{id}/actions/<action>`` with ``body`` (``action`` None: the dial,
+    ``POST /calls``). Every command is a POST except ``client_state_update`` (PUT)."""
 
     action: str | None
     body: Mapping[str, Any] = field(default_factory=dict)
+    method: str = "POST"
 
     @property
     def command_id(self) -> str | None:
@@ -228,9 +230,10 @@ def transcription_stop(*, call_id: str, turn: str) -> Command:
                    {"command_id": command_id("transcription-stop", call_id, turn)})
 
 
-def client_state_update(*, call_id: str, seq: int | str, client_state: str) -> Command:
-    return Command("client_state_update", {"client_state": client_state,
-                                           "command_id": command_id("state", call_id, seq)})
+def client_state_update(*, client_state: str) -> Command:
+    """Replace the state echoed in later webhooks (the SDK's params have no ``command_id``;
+    setting the same state twice is harmless anyway)."""
+    return Command("client_state_update", {"client_state": client_state}, method="PUT")
 
 
 def send_dtmf(digits: str, *, call_id: str, seq: int | str,

@@ -89,11 +89,12 @@ class TelnyxRest:
         return _data_or_raise(resp, "dial")
 
     async def action(self, call_control_id: str, command: Command) -> dict[str, Any]:
-        """``POST /calls/{id}/actions/<action>``; the ``data`` object (``{"result": "ok"}``)."""
+        """``POST /calls/{id}/actions/<action>`` (``PUT`` for ``client_state_update``);
+        the ``data`` object (``{"result": "ok"}``)."""
         if command.action is None:
             raise CarrierError("dial is not a call action")
         path = f"/calls/{quote(call_control_id, safe=':')}/actions/{command.action}"
-        resp = await self._request("POST", path, command.body)
+        resp = await self._request(command.method, path, command.body)
         return _data_or_raise(resp, command.action)
 
     async def fetch_call(self, call_control_id: str) -> dict[str, Any] | None:

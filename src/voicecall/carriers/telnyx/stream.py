@@ -142,7 +142,7 @@ class StreamSession:
                     "call.speech", call_id=self.call_id, provider_call_id=self.call_control_id,
                     timestamp=time.time(), transcript=ev.text.strip(), is_final=True,
                     confidence=ev.confidence, endpoint_ms=endpoint,
-                    dedupe_key=f"telnyx:stream:{self.stream_id}:speech:{self._seq}"))
+                    dedupe_key=f"telnyx:stream:{self.stream_id}:speech:{self._seq}"), ack=False)
             elif ev.type == "error":
                 log.warning("stt.error", extra={"call_id": self.call_id, "why": ev.text})
 

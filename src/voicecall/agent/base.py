@@ -46,6 +46,13 @@ class ResponseRequest:
     timeout_ms: int
     caller_number: str | None
     agent_id: str = "main"
+    # Realtime consults (``openclaw_agent_consult``): the agent tools the consult may
+    # use (``realtime.toolPolicy``; None = the agent's normal policy), and the
+    # ``consultThinkingLevel`` / ``consultFastMode`` hints. Ordinary turns leave these unset.
+    tools_allow: tuple[str, ...] | None = None
+    thinking_level: str | None = None
+    fast_mode: bool | None = None
+    purpose: Literal["turn", "consult"] = "turn"
 
 
 @dataclass(frozen=True)

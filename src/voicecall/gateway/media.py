@@ -187,6 +187,71 @@ def media_route(runtime: Runtime) -> WebSocketRoute | None:
     return WebSocketRoute(cfg.streaming.stream_path, _RawAsgi(endpoint))
 
 
+def realtime_route(runtime: Runtime) -> WebSocketRoute | None:
+    """``<realtime stream path>/<token>``: realtime voice streams (``realtime.enabled``).
+
+    The single-use path token is claimed *before* the upgrade is accepted; an
+    unknown, expired or reused token is refused (HTTP 403, or close 1008 where
+    the server cannot send a denial response). Caps as for ``media_route``.
+    """
+    cfg = runtime.config
+    if not cfg.realtime.enabled:
+        return None
+    s = cfg.streaming
+    limiter = ConnectionLimiter(s.max_connections, s.max_pending_connections,
+                                s.max_pending_connections_per_ip)
+
+    async def refuse(scope: Scope, send: Send, status: int, code: int) -> None:
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await _deny(send, status)
+        else:
+            await send({"type": "websocket.close", "code": code})
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        manager = runtime.manager
+        carrier = manager.carrier if manager is not None else None
+        claim = getattr(carrier, "claim_realtime_token", None)
+        handler = getattr(carrier, "handle_realtime_stream", None)
+        token = str(scope.get("path_params", {}).get("token", ""))
+        sid = claim(token) if claim is not None and handler is not None and token else None
+        if sid is None:
+            log.warning("media.realtime_token_refused")
+            await refuse(scope, send, 403, CLOSE_POLICY)
+            return
+        if not limiter.try_open():
+            await refuse(scope, send, 503, CLOSE_TRY_AGAIN)
+            return
+        try:
+            ws = WebSocket(scope, receive, send)
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                       for k, v in scope.get("headers", [])}
+            view = RequestView("GET", scope["path"], "", headers,
+                               scope["client"][0] if scope.get("client") else None)
+            ip = client_ip(view, cfg.webhook_security)
+            await ws.accept()
+            sock = _Socket(ws, ip, limiter)
+            if not limiter.try_pending(ip):
+                await sock.close(CLOSE_TRY_AGAIN, "Too many pending connections")
+                return
+            try:
+                assert handler is not None
+                await handler(sock, sid)
+            except StreamClosed:
+                pass
+            except Exception:
+                log.exception("media.realtime_stream_failed")
+                await sock.close(1011, "Internal error")
+            finally:
+                if sock.is_pending:
+                    sock.started()
+                await sock.close()
+        finally:
+            limiter.close()
+
+    path = cfg.effective_realtime_stream_path.rstrip("/") + "/{token}"
+    return WebSocketRoute(path, _RawAsgi(endpoint))
+
+
 class _RawAsgi:
     # Starlette wraps plain functions in a WebSocket session; an object with
     # __call__ is used as a raw ASGI app, which the denial response needs.

@@ -28,6 +28,7 @@ import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -55,7 +56,9 @@ from voicecall.carriers.twilio.webhook import parse_events, parse_form, remote_s
 from voicecall.config import VoiceCallConfig
 from voicecall.errors import CarrierError, ProtocolError, VoicecallError
 from voicecall.gateway.media import MediaSocket, StreamClosed
+from voicecall.gateway.realtime import RealtimeBridge
 from voicecall.gateway.security import RequestView, port_variants, reconstruct_public_url
+from voicecall.speech.realtime.base import RealtimeProvider
 from voicecall.speech.stt.base import STT
 from voicecall.speech.tts.base import TTS
 from voicecall.speech.tts.routed import RoutedTTS
@@ -67,6 +70,7 @@ HOLD_S = 10.0                 # Twilio waits 15 s for a webhook reply; keep well
 KEEPALIVE_S = 60
 STREAM_READY_TIMEOUT_S = 10.0
 DISCONNECT_GRACE_S = 2.0
+REALTIME_TOKEN_TTL_S = 30.0
 TWIML = "text/xml"
 
 
@@ -89,7 +93,8 @@ class Carrier:
     def __init__(self, config: VoiceCallConfig, rest: TwilioRest, *, auth_token: str,
                  public_url: str, stream_secret: bytes, stt: STT | None = None,
                  tts: TTS | None = None, voice: str | None = None,
-                 language: str = "en-US") -> None:
+                 language: str = "en-US", realtime: RealtimeProvider | None = None,
+                 workspace_dir: Path | None = None) -> None:
         self.config = config
         self.rest = rest
         self._auth_token = auth_token
@@ -108,6 +113,12 @@ class Carrier:
         self._turns: dict[str, str] = {}
         self._deferred: dict[str, str | None] = {}  # speech held while pre-connect DTMF plays
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Realtime voice: the provider, single-use stream tokens -> (CallSid, expiry),
+        # and the bridge of each call whose realtime stream is up.
+        self.realtime = realtime
+        self.workspace_dir = workspace_dir
+        self._rt_tokens: dict[str, tuple[str, float]] = {}
+        self._bridges: dict[str, RealtimeBridge] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, host: CarrierHost) -> None:
@@ -118,6 +129,8 @@ class Carrier:
             task.cancel()
         for session in list(self._streams.values()):
             await session.ws.close(1001, "gateway shutting down")
+        for bridge in list(self._bridges.values()):
+            await bridge.aclose()
         await self.rest.aclose()
 
     def _host_or_raise(self) -> CarrierHost:
@@ -150,6 +163,37 @@ class Carrier:
     def stream_token(self, call_sid: str) -> str:
         digest = hmac.new(self._stream_secret, call_sid.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest[:18]).decode()
+
+    # ------------------------------------------------------------------ realtime
+    def uses_realtime(self, call: Call) -> bool:
+        """Conversation calls go to the realtime model when a provider is configured."""
+        return self.realtime is not None and not (
+            call.mode == "notify" and call.direction == "outbound")
+
+    def realtime_stream_url(self, token: str) -> str:
+        parts = urlsplit(self.public_url)
+        scheme = "ws" if parts.scheme == "http" else "wss"
+        path = self.config.effective_realtime_stream_path.rstrip("/") + "/" + token
+        return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+    def issue_realtime_token(self, sid: str) -> str:
+        """A single-use path token for ``sid``'s realtime stream, valid 30 s."""
+        now = time.monotonic()
+        for old, (_, expires) in list(self._rt_tokens.items()):
+            if expires <= now:
+                del self._rt_tokens[old]
+        token = secrets.token_urlsafe(24)
+        self._rt_tokens[token] = (sid, now + REALTIME_TOKEN_TTL_S)
+        return token
+
+    def claim_realtime_token(self, token: str) -> str | None:
+        """The CallSid ``token`` was issued for, consuming it; None if unknown or expired."""
+        entry = self._rt_tokens.pop(token, None)
+        if entry is None or entry[1] <= time.monotonic():
+            return None
+        sid = entry[0]
+        call = self._host.get(sid) if self._host is not None else None
+        return sid if call is not None and not call.terminal else None
 
     def _action_url(self, call: Call, token: str | None) -> str:
         return self._doc_url(call.call_id, token)
@@ -212,6 +256,12 @@ class Carrier:
     async def speak(self, call: Call, text: str, *, listen_token: str | None = None,
                     hangup_after: bool = False) -> SpeechTiming | None:
         sid = call.provider_call_id or ""
+        bridge = self._bridges.get(sid)
+        if bridge is not None:
+            await bridge.say(text)   # the realtime model says it (no TwiML on a live stream)
+            if hangup_after:
+                await self.hangup(call)
+            return None
         session = self._streams.get(sid)
         if session is not None:
             timing = await self._speak_stream(session, text)
@@ -259,14 +309,25 @@ class Carrier:
 
     async def start_listening(self, call: Call, turn_token: str) -> None:
         sid = call.provider_call_id or ""
-        if sid in self._streams:
-            return  # the stream's STT listens all the time
+        if sid in self._streams or self.uses_realtime(call):
+            return  # the stream's STT (or the realtime model) listens all the time
         self._turns[sid] = turn_token
         await self._deliver(call, twiml.gather(self._action_url(call, turn_token),
                                                language=self.language))
 
     async def send_dtmf(self, call: Call, digits: str) -> None:
         sid = call.provider_call_id or ""
+        bridge = self._bridges.get(sid)
+        if bridge is not None:
+            tones = dtmf_audio(digits)
+
+            async def tone_chunks() -> AsyncIterator[bytes]:
+                yield tones
+
+            result = await bridge.queue.play(tone_chunks())
+            if result.outcome == "failed":
+                raise CarrierError(f"DTMF playback failed: {result.error}")
+            return
         session = self._streams.get(sid)
         if session is not None:
             audio = dtmf_audio(digits)
@@ -386,6 +447,14 @@ class Carrier:
             return _twiml(twiml.say_then_hangup(
                 message, voice=self.voice, language=self.language,
                 pause_s=self.config.outbound.notify_hangup_delay_sec))
+        if self.uses_realtime(call):
+            if sid in self._bridges:
+                return _twiml(twiml.keepalive(self._doc_url(call.call_id),
+                                              seconds=KEEPALIVE_S))
+            # The inbound policy was applied when the call was registered, before this.
+            # No <Say>: the realtime model's own opening turn greets the caller.
+            return _twiml(twiml.connect_stream(
+                self.realtime_stream_url(self.issue_realtime_token(sid))))
         if self.config.streaming.enabled and sid not in self._streams:
             return _twiml(twiml.connect_stream(
                 self.stream_url(), parameters={"token": self.stream_token(sid)},
@@ -439,6 +508,85 @@ class Carrier:
         finally:
             self._detach(start.call_sid, session, call.call_id)
 
+    async def handle_realtime_stream(self, ws: MediaSocket, sid: str) -> None:
+        """Run one realtime Media Stream (its path token already claimed for ``sid``)."""
+        host = self._host_or_raise()
+        if self.realtime is None:
+            await ws.close(1008, "Realtime voice unavailable")
+            return
+        start = await self._await_start(ws)
+        if start is None:
+            return
+        call = host.get(start.call_sid)
+        if start.call_sid != sid or call is None or call.terminal:
+            await ws.close(1008, "Unknown call or bad stream token")
+            return
+        ws.started()
+        bridge = RealtimeBridge(host, self.realtime, call,  # type: ignore[arg-type]
+                                _TwilioPort(ws, start.stream_sid),
+                                workspace_dir=self.workspace_dir)
+        grace = self._grace.pop(sid, None)
+        if grace is not None:
+            grace.cancel()
+        self._bridges[sid] = bridge
+        log.info("realtime.stream_attached", extra={"call_id": call.call_id})
+        try:
+            try:
+                await bridge.start()
+            except VoicecallError as exc:
+                log.warning("realtime.open_failed", extra={"call_id": call.call_id,
+                                                           "why": str(exc)})
+                with contextlib.suppress(VoicecallError):
+                    await host.handle_event(CallEvent(
+                        "call.error", call_id=call.call_id, provider_call_id=sid,
+                        timestamp=time.time(), error=f"realtime: {exc}",
+                        dedupe_key=f"twilio:realtime:{sid}:open"))
+                await self.hangup(call)
+                await ws.close(1011, "Realtime provider unavailable")
+                return
+            events = asyncio.get_running_loop().create_task(bridge.run())
+            reader = asyncio.get_running_loop().create_task(self._read_realtime(ws, bridge))
+            done, _ = await asyncio.wait({events, reader},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in (events, reader):
+                if task not in done:
+                    task.cancel()
+            await asyncio.gather(events, reader, return_exceptions=True)
+            if events in done:
+                await ws.close(1011 if bridge.ended_by_provider else 1000,
+                               "Realtime session ended")
+        finally:
+            await bridge.aclose()
+            if self._bridges.get(sid) is bridge:
+                del self._bridges[sid]
+                task = asyncio.get_running_loop().create_task(
+                    self._grace_expiry(sid, call.call_id))
+                self._grace[sid] = task
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _read_realtime(self, ws: MediaSocket, bridge: RealtimeBridge) -> None:
+        while True:
+            try:
+                text = await ws.receive_text()
+            except StreamClosed:
+                return
+            try:
+                frame = media.parse_frame(text)
+            except ProtocolError as exc:
+                log.warning("stream.bad_frame", extra={"call_id": bridge.call_id,
+                                                       "why": str(exc)})
+                await ws.close(1007, "malformed frame")
+                return
+            if isinstance(frame, media.Media):
+                await bridge.on_audio(frame.payload)
+            elif isinstance(frame, media.Mark):
+                bridge.on_mark(frame.name)
+            elif isinstance(frame, media.Dtmf):
+                await bridge.on_dtmf(frame.digit)   # to the model; never ends the call
+            elif isinstance(frame, media.Stop):
+                return
+
     async def _await_start(self, ws: MediaSocket) -> media.Start | None:
         limit = self.config.streaming.pre_start_timeout_ms / 1000
         deadline = time.monotonic() + limit
@@ -486,7 +634,7 @@ class Carrier:
         await asyncio.sleep(DISCONNECT_GRACE_S)
         if self._grace.get(sid) is asyncio.current_task():
             del self._grace[sid]
-        if sid in self._streams or self._host is None:
+        if sid in self._streams or sid in self._bridges or self._host is None:
             return
         call = self._host.get(call_id)
         if call is None or call.terminal:
@@ -497,6 +645,23 @@ class Carrier:
         await self._host.handle_event(CallEvent(
             "call.ended", call_id=call_id, provider_call_id=sid, timestamp=time.time(),
             reason=CallState.COMPLETED, dedupe_key=f"twilio:grace:{sid}:{time.time_ns()}"))
+
+
+class _TwilioPort:
+    """A realtime bridge's view of a Twilio Media Stream: media, mark and clear frames."""
+
+    def __init__(self, ws: MediaSocket, stream_sid: str) -> None:
+        self.ws = ws
+        self.stream_sid = stream_sid
+
+    async def send_media(self, frame: bytes) -> None:
+        await self.ws.send_text(media.encode_media(self.stream_sid, frame))
+
+    async def send_mark(self, name: str) -> None:
+        await self.ws.send_text(media.encode_mark(self.stream_sid, name))
+
+    async def send_clear(self) -> None:
+        await self.ws.send_text(media.encode_clear(self.stream_sid))
 
 
 def verify_request(req: RequestView, body: bytes, auth_token: str, url: str, *,

@@ -494,6 +494,10 @@ class GeminiLiveSession(RealtimeWsSession):
     async def say(self, text: str) -> None:
         await self._user_turn(say_instructions("", text))
 
+    async def send_text(self, text: str) -> None:
+        """A user text turn (e.g. caller keypresses); the model answers it."""
+        await self._user_turn(text)
+
 
 # --------------------------------------------------------------------------- provider
 

@@ -375,6 +375,14 @@ class OpenAIRealtimeSession(RealtimeWsSession):
         await self._request_response(
             {"instructions": say_instructions(self.setup.instructions, text)})
 
+    async def send_text(self, text: str) -> None:
+        """A user text turn (e.g. caller keypresses), then a response to it."""
+        await self.send_control({
+            "type": "conversation.item.create", "event_id": self._event_id(),
+            "item": {"type": "message", "role": "user",
+                     "content": [{"type": "input_text", "text": text}]}})
+        await self._request_response()
+
     def on_connection_lost(self, exc: ConnectionClosed) -> bool:
         return False        # OpenAI sessions cannot be resumed
 

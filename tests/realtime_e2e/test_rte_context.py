@@ -1,0 +1,93 @@
+"""agentContext capsule and fastContext search (off by default; bounded; local)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from rte_kit import BOUND, CALLER, OUR_NUMBER, openai_cfg, rig
+
+from voicecall.calls import Call, CallState, session_key_for
+from voicecall.calls.model import TranscriptEntry
+from voicecall.config import VoiceCallConfig
+from voicecall.gateway.realtime import (
+    CONSULT_TOOL_NAME,
+    FAST_MISS_TEXT,
+    build_instructions,
+    search_transcripts,
+)
+from voicecall.testing.fake_openai_realtime import FakeOpenAIRealtime, FunctionCall
+from voicecall.testing.fake_twilio import CalleeScript
+
+ASK = FunctionCall(CONSULT_TOOL_NAME, {"question": "What did I order last time?"})
+
+
+def _cfg(**realtime: object) -> VoiceCallConfig:
+    return VoiceCallConfig.model_validate({"agentId": "front-desk",
+                                           "responseSystemPrompt": "You are Ada.",
+                                           "realtime": {"instructions": "Be brief.",
+                                                        **realtime}})
+
+
+def test_agent_context_is_off_by_default_and_bounded(tmp_path: Path) -> None:
+    (tmp_path / "SOUL.md").write_text("Warm and concise.")
+    (tmp_path / "USER.md").write_text("x" * 10_000)
+    assert build_instructions(_cfg(), tmp_path) == "Be brief."
+    text = build_instructions(_cfg(agentContext={"enabled": True, "maxChars": 600}), tmp_path)
+    capsule = text.split("\n\n", 1)[1]
+    assert capsule.startswith("OpenClaw agent voice context:\n- Agent id: front-desk")
+    assert "You are Ada." in capsule and "### SOUL.md\nWarm and concise." in capsule
+    assert len(capsule) == 600 and capsule.endswith("\n[truncated]")
+    # Missing files are skipped; nothing escapes the workspace directory.
+    text = build_instructions(_cfg(agentContext={"enabled": True,
+                                                 "files": ["../secret", "NOPE.md"]}), tmp_path)
+    assert "###" not in text
+
+
+def test_search_ranks_relevant_transcript_windows() -> None:
+    docs = [("sessions", "call:a:0-1", "Caller: I ordered two blue widgets\nAgent: Noted."),
+            ("sessions", "call:b:0-1", "Caller: What is the weather\nAgent: Sunny.")]
+    hits = search_transcripts("which widgets did I order", docs, 3)
+    assert [h.where for h in hits] == ["call:a:0-1"]
+    assert search_transcripts("zebra", docs, 3) == []
+
+
+async def test_fast_context_answers_from_past_calls_without_a_consult(tmp_path: Path) -> None:
+    async def run() -> None:
+        async with FakeOpenAIRealtime(script=[ASK]) as oa, \
+                rig(tmp_path, callee=CalleeScript(replies=["What did I order?"]),
+                    **openai_cfg(oa, fastContext={"enabled": True})) as r:
+            past = Call(call_id="past-1", provider="twilio", direction="inbound",
+                        state=CallState.COMPLETED, from_number=CALLER, to_number=OUR_NUMBER,
+                        started_at=time.time() - 3600, end_reason=CallState.COMPLETED,
+                        session_key=session_key_for("per-phone", "past-1", "inbound", CALLER,
+                                                    OUR_NUMBER),
+                        transcript=(TranscriptEntry(1.0, "user", "I ordered two blue widgets"),
+                                    TranscriptEntry(2.0, "bot", "Two blue widgets, noted.")))
+            r.manager.store.save(past)
+            await r.inbound()
+            await r.fake.wait_for(lambda: oa.tool_outputs, 10)
+            output = oa.tool_outputs[0]["output"]
+            assert output.startswith("Fast OpenClaw memory or session context found")
+            assert "[sessions] call:past-1:0-1" in output and "blue widgets" in output
+            assert r.responder.requests == []
+    await asyncio.wait_for(run(), BOUND)
+
+
+async def test_fast_context_miss_consults_only_with_fallback(tmp_path: Path) -> None:
+    async def run(fallback: bool, home: Path) -> str:
+        async with FakeOpenAIRealtime(script=[ASK]) as oa, \
+                rig(home, callee=CalleeScript(replies=["What did I order?"]),
+                    **openai_cfg(oa, fastContext={"enabled": True,
+                                                  "sources": ["sessions"],
+                                                  "fallbackToConsult": fallback})) as r:
+            await r.inbound()
+            await r.fake.wait_for(lambda: oa.tool_outputs, 10)
+            assert len(r.responder.requests) == (1 if fallback else 0)
+            return str(oa.tool_outputs[0]["output"])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert await asyncio.wait_for(run(False, tmp_path / "a"), BOUND) == FAST_MISS_TEXT
+    assert await asyncio.wait_for(run(True, tmp_path / "b"), BOUND) == \
+        "The clinic opens at nine."

@@ -83,7 +83,7 @@ def speechlike(rate: int, seconds: float = 2.0) -> np.ndarray:
 
 def row(name: str, ours: float, peer_name: str | None = None, peer: float | None = None) -> None:
     ratio = f"{ours / peer:7.2f}x vs {peer_name} ({peer:,.0f} fps)" if peer else ""
-    print(f"  {name:<34} {ours:>12,.0f} fps {ours / 50:>9,.0f} calls/core   {ratio}")
+    print(f"  {name:<38} {ours:>12,.0f} fps {ours / 50:>9,.0f} calls/core   {ratio}")
 
 
 def bench_resample(src: int, dst: int, sec: float) -> None:
@@ -108,8 +108,48 @@ def bench_resample(src: int, dst: int, sec: float) -> None:
     label = f"{src // 1000}k -> {dst // 1000}k (soxr HQ)"
     row(label, ours, "audioop.ratecv" if peer_fps else "np.interp", peer_fps or naive)
     if peer_fps:
-        print(f"  {'':<34} {'':>12} {'':>20}   {ours / naive:7.2f}x vs np.interp "
+        print(f"  {'':<38} {'':>12} {'':>20}   {ours / naive:7.2f}x vs np.interp "
               f"({naive:,.0f} fps)")
+
+
+def bench_chains(sec: float) -> None:
+    """Inbound: mu-law -> PCM -> 16 kHz (STT) + VAD; outbound: 24 kHz TTS PCM -> 8 kHz mu-law."""
+    pcm8 = speechlike(8000)
+    mu = [pcm16_to_mulaw(pcm8[i:i + FRAME]) for i in range(0, pcm8.size - FRAME + 1, FRAME)]
+    pcm24 = speechlike(24000)
+    out24 = [pcm24[i:i + 480] for i in range(0, pcm24.size - 479, 480)]
+    out24b = [f.astype("<i2").tobytes() for f in out24]
+    up = StreamResampler(8000, 16000)
+    down = StreamResampler(24000, 8000)
+    energy = EnergyVad()
+
+    def inbound(i: int) -> None:
+        up.feed(mulaw_to_pcm16(mu[i]))
+        energy.feed(mu[i])
+
+    def outbound(i: int) -> None:
+        pcm16_to_mulaw(down.feed(out24[i]))
+
+    peer_in = peer_out = None
+    if audioop is not None:
+        au = audioop
+        st: list[Any] = [None, None]
+
+        def inbound_peer(i: int) -> None:
+            lin = au.ulaw2lin(mu[i], 2)
+            _o, st[0] = au.ratecv(lin, 2, 1, 8000, 16000, st[0])
+            au.rms(lin, 2)
+
+        def outbound_peer(i: int) -> None:
+            o, st[1] = au.ratecv(out24b[i], 2, 1, 24000, 8000, st[1])
+            au.lin2ulaw(o, 2)
+
+        peer_in = fps(inbound_peer, len(mu), sec)
+        peer_out = fps(outbound_peer, len(out24), sec)
+    row("inbound: decode + 8k->16k + EnergyVad", fps(inbound, len(mu), sec), "audioop",
+        peer_in)
+    row("outbound: 24k->8k + mu-law encode", fps(outbound, len(out24), sec), "audioop",
+        peer_out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("  WebrtcVad: webrtcvad-wheels not installed")
     row("EnergyVad", e_fps)
+
+    print("\nChains (what one call costs per 20 ms frame)")
+    bench_chains(sec)
 
     print("\nFraming (Framer, 1000-byte chunks -> 160-byte frames; fps = frames out)")
     chunk = bytes(1000)

@@ -68,3 +68,15 @@ def test_alaw_quantisation_error_is_bounded() -> None:
     # A-law is 13-bit: the step grows with level, at most 1/32 of the value (+ 16 LSB near 0)
     err = np.abs(alaw_to_pcm16(pcm16_to_alaw(ALL_PCM)).astype(np.int32) - ALL_PCM)
     assert np.all(err <= np.maximum(np.abs(ALL_PCM.astype(np.int32)) // 32 + 16, 16))
+
+
+def test_rms_matches_audioop() -> None:
+    from voicecall.audio.g711 import rms
+
+    rng = np.random.default_rng(3)
+    for level in (0, 100, 3000, 20000):
+        pcm = (rng.standard_normal(160) * level).clip(-32768, 32767).astype(np.int16)
+        mu = pcm16_to_mulaw(pcm)
+        ref = audioop.rms(audioop.ulaw2lin(mu, 2), 2) / 32768
+        assert rms(mu) == pytest.approx(ref, abs=1 / 32768)
+    assert rms(b"") == 0.0

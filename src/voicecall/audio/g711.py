@@ -10,6 +10,8 @@ built once from the reference algorithm (ITU-T G.711, the Sun/CCITT code
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -113,12 +115,15 @@ def alaw_to_mulaw(data: bytes) -> bytes:
     return bytes(data).translate(_A_TO_MU)
 
 
+_SQUARES = (DECODE.astype(np.float64) / 32768.0) ** 2     # per mu-law code, for rms()
+
+
 def rms(data: bytes) -> float:
     """Root-mean-square level of mu-law audio, 0.0 .. 1.0 of full scale."""
     if not data:
         return 0.0
-    pcm = mulaw_to_pcm16(data).astype(np.float32) / 32768.0
-    return float(np.sqrt(np.mean(pcm * pcm)))
+    squares = _SQUARES.take(np.frombuffer(data, dtype=np.uint8))
+    return math.sqrt(float(squares.sum()) / squares.size)
 
 
 def frames(data: bytes, size: int = FRAME_BYTES) -> list[bytes]:

@@ -7,35 +7,43 @@ kHz with a stateful soxr resampler and decodes each utterance off the event
 loop, emitting one ``final`` per utterance (no partials).
 
 Accuracy on telephone audio. pocketsphinx's acoustic model is a 16 kHz model
-(its filterbank reaches 6.8 kHz); 8 kHz telephone audio leaves the top of the
-band empty, and its plain word error rate there is poor (about 0.46 on the
-flite phrases of ``bench/stt_local_wer.py``). Two things raise it:
+(its filterbank reaches 6.8 kHz), and on 8 kHz telephone audio its general
+language model does poorly (``bench/stt_local_wer.py`` measures it). What
+raises it is *hints*: phrases the conversation expects (``hints``, or per
+call ``STT.open(call_id, hints=...)``) become a small trigram language model
+(``build_hint_lm``: hint n-grams with a fixed discount, so hint words also
+recombine into unseen sequences) that is searched first. The hint model also
+holds a phone loop, one "garbage" word per phone with most of the unigram
+mass, so speech outside the hints is absorbed by garbage instead of being
+forced onto hint words. An utterance whose best hint path contains garbage is
+decoded again with the general model (``hintsMode: "prefer"``, the default);
+``hintsMode: "only"`` keeps the hint words and drops the garbage (menus,
+yes/no). Hint words are normalised (lower case, digits read one by one);
+words the dictionary lacks are skipped with a warning unless ``words`` gives
+their ARPAbet phones. ``bandFill`` (off by default) adds -70 dBFS noise to
+the empty 4-8 kHz band before decoding: it helped one flite voice and hurt
+two others in the benchmark, so it is only an option.
 
-- *band fill*: the empty 4-8 kHz band gets very low-level noise (about
-  -70 dBFS) before feature extraction, which the model tolerates far better
-  than digital silence (WER about 0.3 on the same phrases);
-- *hints*: phrases the conversation expects (``hints``) become a small
-  trigram language model searched first. The hint model also holds a
-  phone loop (one "garbage" word per phone) so speech outside the hints is
-  absorbed by garbage rather than forced onto hint words; an utterance whose
-  best hint path contains garbage is decoded again with the general model
-  (``hintsMode: "prefer"``, the default). ``hintsMode: "only"`` keeps the
-  hint words and drops the garbage, for menu-like prompts.
-
-The decoder does not release the GIL (a decode holds the interpreter for its
-whole duration, seconds for a long utterance), so a thread alone would still
-stall the event loop; pocketsphinx therefore runs in a worker process pool
-by default (``worker: "process"``, ``workers``: 1), while ``worker:
-"thread"`` (``asyncio.to_thread``) is offered for engines that release the
-GIL, such as faster-whisper.
+The pocketsphinx binding does not release the GIL: a decode in
+``asyncio.to_thread`` still froze the event loop (a 7 s decode left it
+unable to run for 5.9 s). So pocketsphinx runs in worker
+processes by default (``worker: "process"``, ``workers``: 1, shared by all
+sessions of the provider; each worker holds ~90 MB): plain subprocesses
+speaking length-prefixed pickles over stdin/stdout, restarted when one dies.
+``worker: "thread"`` (``asyncio.to_thread``, one engine behind a lock) is the
+default for faster-whisper, whose CTranslate2 core releases the GIL.
 
 ``modelPath`` selects a user model: a pocketsphinx model directory (an
 acoustic model dir holding ``mdef``, plus optional ``*.lm.bin``/``*.lm``/
 ``*.arpa`` and ``*.dict``), or a faster-whisper / CTranslate2 Whisper model
 directory (``model.bin`` + ``config.json``), used only when the optional
 package ``faster_whisper`` is importable; it is not a dependency of
-voicecall. An 8 kHz pocketsphinx model (filterbank up to <= 4 kHz in its
-``feat.params``) gets the audio at 8 kHz, without band fill.
+voicecall (hints become its ``initial_prompt``/``hotwords``). An 8 kHz
+pocketsphinx model (filterbank up to <= 4 kHz in its ``feat.params``) gets
+the audio at 8 kHz.
+
+Capabilities, honestly: finals only (no partials); speech-start comes from
+our own VAD (``server_vad``); no confidence; English with the shipped model.
 """
 
 from __future__ import annotations
@@ -92,7 +100,7 @@ DEFAULT_READY_TIMEOUT_S = 60.0
 MAX_QUEUED_BYTES = 2 * 1024 * 1024          # mu-law queued before ready (~4.4 min)
 BAND_FILL_LEVEL = 10.0                       # RMS, in 16-bit units (~ -70 dBFS)
 HINT_DISCOUNT = 0.3                          # n-gram mass left for recombining hint words
-HINT_GARBAGE_MASS = 0.9                      # unigram mass of the phone-loop garbage words
+HINT_GARBAGE_MASS = 0.95                     # unigram mass of the phone-loop garbage words
 MAX_HINT_SETS = 8                            # hint models cached per decoder
 FRAME_MS = 20
 
@@ -355,8 +363,11 @@ class PocketsphinxEngine:
             words = self._decode(self._hint_search(hints), audio).split()
             hint_text = " ".join("_" if w in _GARBAGE else w for w in words)
             clean = [w for w in words if w not in _GARBAGE]
+            # Accept the hint path when it is all hint words; nothing at all (not
+            # even garbage) means no speech, so the general model is not asked to
+            # guess either. Any garbage: speech outside the hints -> fall back.
             if self.spec.hints_mode == "only" or not self._general or \
-                    (clean and len(clean) == len(words)):
+                    len(clean) == len(words):
                 return Transcript(" ".join(clean), "hints" if clean else "none", hint_text,
                                   time.perf_counter() - t0)
         if not self._general:                     # a user model without an LM, no hints

@@ -69,3 +69,19 @@ def resolve_stt(name: str | None, providers: Mapping[str, Mapping[str, Any]]) ->
 def resolve_tts(name: str | None, providers: Mapping[str, Mapping[str, Any]]) -> TTS | None:
     tts: TTS | None = _resolve("tts", _TTS, name, providers)
     return tts
+
+
+async def close_speech(*providers: object) -> None:
+    """Close speech providers that hold resources (worker processes, HTTP pools).
+
+    The Protocols do not require ``aclose``; providers that have one get it called,
+    and a failure to close one never stops the others from closing.
+    """
+    for provider in providers:
+        close = getattr(provider, "aclose", None)
+        if close is None:
+            continue
+        try:
+            await close()
+        except Exception:  # shutting down: log and carry on
+            log.exception("speech.close_failed")

@@ -70,6 +70,7 @@ from voicecall.config import LoadedConfig, VoiceCallConfig
 from voicecall.errors import CarrierError, ConfigError, ProtocolError, VoicecallError
 from voicecall.gateway.media import MediaSocket, StreamClosed
 from voicecall.gateway.security import RequestView, port_variants, reconstruct_public_url
+from voicecall.speech.registry import close_speech
 from voicecall.speech.stt.base import STT
 from voicecall.speech.tts.base import TTS
 
@@ -157,6 +158,7 @@ class Carrier:
         for session in list(self._streams.values()):
             await session.ws.close(1001, "gateway shutting down")
         await self.rest.aclose()
+        await close_speech(self.stt, self.tts)
 
     def _host_or_raise(self) -> CarrierHost:
         if self._host is None:

@@ -80,6 +80,7 @@ from voicecall.config import LoadedConfig, VoiceCallConfig
 from voicecall.errors import CarrierError, ConfigError, SignatureError, VoicecallError
 from voicecall.gateway.media import MediaSocket, StreamClosed
 from voicecall.gateway.security import RequestView
+from voicecall.speech.registry import close_speech
 from voicecall.speech.stt.base import STT
 from voicecall.speech.tts.base import TTS
 
@@ -150,6 +151,7 @@ class Carrier:
         for session in list(self._streams.values()):
             await session.ws.close(1001, "gateway shutting down")
         await self.rest.aclose()
+        await close_speech(self.stt, self.tts)
 
     def _host_or_raise(self) -> CarrierHost:
         if self._host is None:

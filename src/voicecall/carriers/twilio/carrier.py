@@ -59,6 +59,7 @@ from voicecall.gateway.media import MediaSocket, StreamClosed
 from voicecall.gateway.realtime import RealtimeBridge
 from voicecall.gateway.security import RequestView, port_variants, reconstruct_public_url
 from voicecall.speech.realtime.base import RealtimeProvider
+from voicecall.speech.registry import close_speech
 from voicecall.speech.stt.base import STT
 from voicecall.speech.tts.base import TTS
 from voicecall.speech.tts.routed import RoutedTTS
@@ -132,6 +133,7 @@ class Carrier:
         for bridge in list(self._bridges.values()):
             await bridge.aclose()
         await self.rest.aclose()
+        await close_speech(self.stt, self.tts)
 
     def _host_or_raise(self) -> CarrierHost:
         if self._host is None:

@@ -293,3 +293,24 @@ def test_two_stores_on_one_directory_interleave_cleanly(store_dir, make_call, js
         assert a.get("c0") is not None and b.get("c1") is not None
     assert [e["i"] for e in jsonl_lines(store_dir / "calls.jsonl")] == list(range(10))
     assert [e["seq"] for e in jsonl_lines(store_dir / "calls.jsonl")] == list(range(1, 11))
+
+
+def test_dedupe_key_commits_with_the_snapshot(store_dir, make_call):
+    call = make_call()
+    with SqliteCallStore(store_dir) as s:
+        s.save(call, [{"type": "call.state"}], processed_key="webhook-1")
+        assert s.is_processed("webhook-1")
+        # A later save naming the same key (a retried delivery) is harmless.
+        s.save(call.replace(state=CallState.RINGING), [], processed_key="webhook-1")
+    with SqliteCallStore(store_dir) as reopened:
+        assert reopened.is_processed("webhook-1")
+        assert reopened.get(call.call_id).state is CallState.RINGING
+
+
+def test_failed_save_does_not_commit_its_dedupe_key(store_dir, make_call):
+    call = make_call()
+    with SqliteCallStore(store_dir) as s:
+        with pytest.raises(StoreError):
+            s.save(call, [{"type": "x", "bad": float("nan")}], processed_key="webhook-2")
+        assert not s.is_processed("webhook-2")
+        assert s.get(call.call_id) is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import secrets
@@ -200,7 +201,7 @@ class CallManager:
 
     # ------------------------------------------------------------------ persistence
     async def _persist(self, call: Call, events: list[dict[str, Any]], *,
-                       wait: bool = True) -> Call:
+                       wait: bool = True, processed_key: str | None = None) -> Call:
         """Save the snapshot and its event records through the ordered writer.
 
         ``wait=True`` returns once both are durable (anything acknowledged to a
@@ -210,7 +211,8 @@ class CallManager:
         state moves at once and the write follows in order, so audio does not wait
         for an fsync; a write that then fails is logged.
         """
-        fut = self._submit(self.store.save, call, events)
+        fut = self._submit(functools.partial(self.store.save, processed_key=processed_key)
+                           if processed_key else self.store.save, call, events)
         if not wait:
             self._remember(call)
             fut.add_done_callback(self._after_background_write)
@@ -296,12 +298,19 @@ class CallManager:
                         "direction": "in"})
         return out
 
-    async def _apply(self, call: Call, event: CallEvent, *,
-                     wait: bool = True) -> tuple[Call, list[Effect]]:
-        """Transition + persist. Caller holds the call's lock."""
+    async def _apply(self, call: Call, event: CallEvent, *, wait: bool = True,
+                     processed_key: str | None = None) -> tuple[Call, list[Effect]]:
+        """Transition + persist. Caller holds the call's lock.
+
+        ``processed_key`` is committed with the snapshot when there is one; when the
+        event changes nothing it is committed on its own.
+        """
         new, effects = transition(call, event)
         if new is not call:
-            await self._persist(new, self._diff_events(call, new), wait=wait)
+            await self._persist(new, self._diff_events(call, new), wait=wait,
+                                processed_key=processed_key)
+        elif processed_key is not None:
+            await asyncio.to_thread(self.store.mark_processed, processed_key, call.call_id)
         return new, effects
 
     # ------------------------------------------------------------------ tasks
@@ -451,16 +460,19 @@ class CallManager:
                                            [])
                 if stale:
                     self._by_provider.pop(stale, None)
+            # The dedupe key is committed with the event's effect (same transaction):
+            # a failed write stays retryable instead of turning the carrier's retry into
+            # a "replay", and a crash can never apply a retry twice. A retryable carrier
+            # error is kept replayable too (it changed nothing).
+            key = dedupe if dedupe and not (event.type == "call.error"
+                                            and event.retryable) else None
             try:
-                call, effects = await self._apply(call, event, wait=ack)
+                call, effects = await self._apply(call, event, wait=ack, processed_key=key)
             except CallStateError as exc:
                 log.info("event.out_of_order", extra={"call_id": call_id, "why": str(exc)})
                 effects = []
-            # Committed only once the event's effect is durable: a failed write stays
-            # retryable instead of turning the carrier's retry into a "replay". A
-            # retryable carrier error is kept replayable too (it changed nothing).
-            if dedupe and not (event.type == "call.error" and event.retryable):
-                self.store.mark_processed(dedupe, call_id)
+                if key is not None:
+                    self.store.mark_processed(key, call_id)
         await self._run_effects(call, effects, event)
 
     async def _register_untracked(self, event: CallEvent) -> None:

@@ -40,11 +40,13 @@ class CallStore(Protocol):
         """The ``calls.jsonl`` event log that ``tail`` follows and ``latency`` reads."""
         ...
 
-    def save(self, call: Call,
-             events: Sequence[Mapping[str, Any]] = ()) -> builtins.list[dict[str, Any]]:
+    def save(self, call: Call, events: Sequence[Mapping[str, Any]] = (), *,
+             processed_key: str | None = None) -> builtins.list[dict[str, Any]]:
         """Upsert ``call`` and append ``events`` atomically; return the events as written.
 
         An event without ``callId`` gets ``call.call_id``; without ``ts``, now.
+        ``processed_key`` (a webhook dedupe key) is recorded in the same transaction,
+        so a replay after a crash is never applied twice.
         """
         ...
 

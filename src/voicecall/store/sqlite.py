@@ -270,8 +270,8 @@ class SqliteCallStore(CallStore):
             # them (that would duplicate them). The next write or open catches up.
             log.error("store.mirror.write-failed path=%s error=%s", self._events_path, exc)
 
-    def _commit_events(self, call: Call | None,
-                       events: Sequence[Mapping[str, Any]]) -> builtins.list[dict[str, Any]]:
+    def _commit_events(self, call: Call | None, events: Sequence[Mapping[str, Any]],
+                       processed_key: str | None = None) -> builtins.list[dict[str, Any]]:
         now = time.time()
         snapshot = None
         if call is not None:
@@ -292,14 +292,16 @@ class SqliteCallStore(CallStore):
                                              call.state.value, int(call.terminal),
                                              call.started_at, now, snapshot))
                     written = self._insert_events(db, pending)
+                    if processed_key is not None:
+                        self._mark(db, processed_key, default_id)
                 self._write_mirror(written)
         return written
 
     # -- CallStore ----------------------------------------------------------
 
-    def save(self, call: Call,
-             events: Sequence[Mapping[str, Any]] = ()) -> builtins.list[dict[str, Any]]:
-        return self._commit_events(call, events)
+    def save(self, call: Call, events: Sequence[Mapping[str, Any]] = (), *,
+             processed_key: str | None = None) -> builtins.list[dict[str, Any]]:
+        return self._commit_events(call, events, processed_key)
 
     def append_events(
             self, events: Sequence[Mapping[str, Any]]) -> builtins.list[dict[str, Any]]:
@@ -355,17 +357,21 @@ class SqliteCallStore(CallStore):
 
     def mark_processed(self, key: str, call_id: str | None) -> bool:
         with self._using("mark_processed") as db, self._transaction(db):
-            cur = db.execute("INSERT OR IGNORE INTO processed (key, call_id, at) VALUES (?, ?, ?)",
-                             (key, call_id, time.time()))
-            if cur.rowcount == 0:
-                return False
-            # Evict the oldest beyond the caps (rowid order is insertion order).
-            if call_id is not None:
-                db.execute("DELETE FROM processed WHERE rowid IN (SELECT rowid FROM processed "
-                           "WHERE call_id = ? ORDER BY rowid DESC LIMIT -1 OFFSET ?)",
-                           (call_id, self._max_keys_per_call))
+            return self._mark(db, key, call_id)
+
+    def _mark(self, db: sqlite3.Connection, key: str, call_id: str | None) -> bool:
+        """Record a dedupe key inside the caller's transaction; False if already there."""
+        cur = db.execute("INSERT OR IGNORE INTO processed (key, call_id, at) VALUES (?, ?, ?)",
+                         (key, call_id, time.time()))
+        if cur.rowcount == 0:
+            return False
+        # Evict the oldest beyond the caps (rowid order is insertion order).
+        if call_id is not None:
             db.execute("DELETE FROM processed WHERE rowid IN (SELECT rowid FROM processed "
-                       "ORDER BY rowid DESC LIMIT -1 OFFSET ?)", (self._max_keys_total,))
+                       "WHERE call_id = ? ORDER BY rowid DESC LIMIT -1 OFFSET ?)",
+                       (call_id, self._max_keys_per_call))
+        db.execute("DELETE FROM processed WHERE rowid IN (SELECT rowid FROM processed "
+                   "ORDER BY rowid DESC LIMIT -1 OFFSET ?)", (self._max_keys_total,))
         return True
 
     def is_processed(self, key: str) -> bool:

@@ -10,15 +10,18 @@ malformed frame closes that one stream; it never reaches the process.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from voicecall.errors import VoicecallError
 from voicecall.gateway.security import RequestView, client_ip
 
 if TYPE_CHECKING:
@@ -125,6 +128,43 @@ class _Socket:
         if self.is_pending:
             self.is_pending = False
             self._limiter.release_pending(self.client)
+
+
+F = TypeVar("F")
+
+
+async def await_start(ws: MediaSocket, timeout_s: float, parse: Callable[[str], F], *,
+                      is_start: Callable[[F], bool],
+                      is_preamble: Callable[[F], bool]) -> tuple[list[F], F] | None:
+    """Read a new stream's frames up to its ``start``, within ``timeout_s``.
+
+    Frames allowed before it (``connected`` and the like) are returned with it. On
+    silence the socket is closed 1008 "Start timeout", on a malformed frame 1007,
+    on anything else first 1008; then None. Shared by every carrier's stream
+    handler so the pre-start rules are the same everywhere.
+    """
+    deadline = time.monotonic() + timeout_s
+    preamble: list[F] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            text = await asyncio.wait_for(ws.receive_text(), max(0.0, remaining))
+        except TimeoutError:
+            await ws.close(CLOSE_POLICY, "Start timeout")
+            return None
+        except StreamClosed:
+            return None
+        try:
+            frame = parse(text)
+        except VoicecallError:
+            await ws.close(1007, "malformed frame")
+            return None
+        if is_start(frame):
+            return preamble, frame
+        if not is_preamble(frame):
+            await ws.close(CLOSE_POLICY, "expected start")
+            return None
+        preamble.append(frame)
 
 
 class StreamHandler(Protocol):

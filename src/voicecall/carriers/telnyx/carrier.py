@@ -78,7 +78,7 @@ from voicecall.carriers.telnyx.webhook import (
 )
 from voicecall.config import LoadedConfig, VoiceCallConfig
 from voicecall.errors import CarrierError, ConfigError, SignatureError, VoicecallError
-from voicecall.gateway.media import MediaSocket, StreamClosed
+from voicecall.gateway.media import MediaSocket, await_start
 from voicecall.gateway.security import RequestView
 from voicecall.speech.registry import close_speech
 from voicecall.speech.stt.base import STT
@@ -544,29 +544,14 @@ class Carrier:
 
     async def _await_start(self, ws: MediaSocket,
                            ) -> tuple[media.Connected | None, media.Start] | None:
-        limit = self.config.streaming.pre_start_timeout_ms / 1000
-        deadline = time.monotonic() + limit
-        connected: media.Connected | None = None
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                text = await asyncio.wait_for(ws.receive_text(), max(0.0, remaining))
-            except TimeoutError:
-                await ws.close(1008, "Start timeout")
-                return None
-            except StreamClosed:
-                return None
-            try:
-                frame = media.parse_frame(text)
-            except VoicecallError:
-                await ws.close(1007, "malformed frame")
-                return None
-            if isinstance(frame, media.Start):
-                return connected, frame
-            if not isinstance(frame, media.Connected):
-                await ws.close(1008, "expected start")
-                return None
-            connected = frame
+        got = await await_start(
+            ws, self.config.streaming.pre_start_timeout_ms / 1000, media.parse_frame,
+            is_start=lambda f: isinstance(f, media.Start),
+            is_preamble=lambda f: isinstance(f, media.Connected))
+        if got is None or not isinstance(got[1], media.Start):
+            return None
+        connected = [f for f in got[0] if isinstance(f, media.Connected)]
+        return (connected[-1] if connected else None), got[1]
 
     def _attach(self, ccid: str, session: StreamSession) -> None:
         grace = self._grace.pop(ccid, None)

@@ -55,7 +55,7 @@ from voicecall.carriers.twilio.stream import StreamSession
 from voicecall.carriers.twilio.webhook import parse_events, parse_form, remote_status
 from voicecall.config import VoiceCallConfig
 from voicecall.errors import CarrierError, ProtocolError, VoicecallError
-from voicecall.gateway.media import MediaSocket, StreamClosed
+from voicecall.gateway.media import MediaSocket, StreamClosed, await_start
 from voicecall.gateway.realtime import RealtimeBridge
 from voicecall.gateway.security import RequestView, port_variants, reconstruct_public_url
 from voicecall.speech.realtime.base import RealtimeProvider
@@ -590,27 +590,11 @@ class Carrier:
                 return
 
     async def _await_start(self, ws: MediaSocket) -> media.Start | None:
-        limit = self.config.streaming.pre_start_timeout_ms / 1000
-        deadline = time.monotonic() + limit
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                text = await asyncio.wait_for(ws.receive_text(), max(0.0, remaining))
-            except TimeoutError:
-                await ws.close(1008, "Start timeout")
-                return None
-            except StreamClosed:
-                return None
-            try:
-                frame = media.parse_frame(text)
-            except ProtocolError:
-                await ws.close(1007, "malformed frame")
-                return None
-            if isinstance(frame, media.Start):
-                return frame
-            if not isinstance(frame, media.Connected):
-                await ws.close(1008, "expected start")
-                return None
+        got = await await_start(
+            ws, self.config.streaming.pre_start_timeout_ms / 1000, media.parse_frame,
+            is_start=lambda f: isinstance(f, media.Start),
+            is_preamble=lambda f: isinstance(f, media.Connected))
+        return got[1] if got is not None and isinstance(got[1], media.Start) else None
 
     def _attach(self, sid: str, session: StreamSession) -> None:
         grace = self._grace.pop(sid, None)

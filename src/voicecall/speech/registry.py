@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from voicecall.speech.stt.base import STT
+from voicecall.errors import VoicecallError
+from voicecall.speech.stt.base import STT, SttSession
 from voicecall.speech.tts.base import TTS
 
 log = logging.getLogger("voicecall.speech")
@@ -85,3 +86,18 @@ async def close_speech(*providers: object) -> None:
             await close()
         except Exception:  # shutting down: log and carry on
             log.exception("speech.close_failed")
+
+
+async def open_stt_session(stt: STT | None, call_id: str) -> SttSession | None:
+    """A call's STT session, or None when there is no STT or it cannot open.
+
+    A stream without transcription still carries audio (playback, DTMF), so a
+    provider that fails to open is logged and the call goes on without it.
+    """
+    if stt is None:
+        return None
+    try:
+        return await stt.open(call_id)
+    except VoicecallError as exc:
+        log.warning("stt.open_failed", extra={"call_id": call_id, "why": str(exc)})
+        return None

@@ -70,7 +70,7 @@ from voicecall.config import LoadedConfig, VoiceCallConfig
 from voicecall.errors import CarrierError, ConfigError, ProtocolError, VoicecallError
 from voicecall.gateway.media import MediaSocket, await_start
 from voicecall.gateway.security import RequestView, port_variants, reconstruct_public_url
-from voicecall.speech.registry import close_speech
+from voicecall.speech.registry import close_speech, open_stt_session
 from voicecall.speech.stt.base import STT
 from voicecall.speech.tts.base import TTS
 
@@ -569,12 +569,7 @@ class Carrier:
             await ws.close(1008, "Unknown call or bad stream token")
             return
         ws.started()
-        stt_session = None
-        if self.stt is not None:
-            try:
-                stt_session = await self.stt.open(call.call_id)
-            except VoicecallError as exc:
-                log.warning("stt.open_failed", extra={"call_id": call.call_id, "why": str(exc)})
+        stt_session = await open_stt_session(self.stt, call.call_id)
         session = StreamSession(ws, start, call.call_id, host, stt_session)
         self._attach(start.call_id, session)
         try:

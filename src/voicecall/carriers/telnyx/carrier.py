@@ -80,7 +80,7 @@ from voicecall.config import LoadedConfig, VoiceCallConfig
 from voicecall.errors import CarrierError, ConfigError, SignatureError, VoicecallError
 from voicecall.gateway.media import MediaSocket, await_start
 from voicecall.gateway.security import RequestView
-from voicecall.speech.registry import close_speech
+from voicecall.speech.registry import close_speech, open_stt_session
 from voicecall.speech.stt.base import STT
 from voicecall.speech.tts.base import TTS
 
@@ -520,12 +520,7 @@ class Carrier:
             return
         ws.started()
         ccid = start.call_control_id
-        stt_session = None
-        if self.stt is not None:
-            try:
-                stt_session = await self.stt.open(call.call_id)
-            except VoicecallError as exc:
-                log.warning("stt.open_failed", extra={"call_id": call.call_id, "why": str(exc)})
+        stt_session = await open_stt_session(self.stt, call.call_id)
 
         async def on_dtmf(digit: str) -> None:
             if self._merger(ccid).accept("stream", digit, time.monotonic()):

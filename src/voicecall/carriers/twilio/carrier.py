@@ -59,7 +59,7 @@ from voicecall.gateway.media import MediaSocket, StreamClosed, await_start
 from voicecall.gateway.realtime import RealtimeBridge
 from voicecall.gateway.security import RequestView, port_variants, reconstruct_public_url
 from voicecall.speech.realtime.base import RealtimeProvider
-from voicecall.speech.registry import close_speech
+from voicecall.speech.registry import close_speech, open_stt_session
 from voicecall.speech.stt.base import STT
 from voicecall.speech.tts.base import TTS
 from voicecall.speech.tts.routed import RoutedTTS
@@ -497,12 +497,7 @@ class Carrier:
             await ws.close(1008, "Unknown call or bad stream token")
             return
         ws.started()
-        stt_session = None
-        if self.stt is not None:
-            try:
-                stt_session = await self.stt.open(call.call_id)
-            except VoicecallError as exc:
-                log.warning("stt.open_failed", extra={"call_id": call.call_id, "why": str(exc)})
+        stt_session = await open_stt_session(self.stt, call.call_id)
         session = StreamSession(ws, start, call.call_id, host, stt_session)
         self._attach(start.call_sid, session)
         try:

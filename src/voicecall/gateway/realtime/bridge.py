@@ -23,13 +23,9 @@ Per call (``openclaw-voice-call.md`` §7, the seed's 即時語音對話):
   ``call.said`` for the model; ``ack=False``: nothing re-sends them); caller
   keypresses are recorded and handed to the model as a text turn (they never
   end the call);
-- tool calls: the consult runs the call's responder with the consult prompt
-  (session key: the call's stored key, else ``sessionScope``; the tool policy
-  travels as ``tools_allow``) and the spoken answer is the tool output;
-  ``fastContext`` first searches past call transcripts of the same session
-  (TF-IDF, local, bounded by ``timeoutMs``) and falls back to the consult only
-  with ``fallbackToConsult``; ``openclaw_end_call`` waits for the farewell to be
-  heard, then hangs up; custom tools get an "unavailable" result;
+- tool calls: the consult goes to ``consult.Consulter`` and its answer is the
+  tool output; ``openclaw_end_call`` waits for the farewell to be heard, then
+  hangs up; custom tools get an "unavailable" result;
 - the provider closing (or failing) ends the call.
 """
 
@@ -40,325 +36,42 @@ import contextlib
 import itertools
 import json
 import logging
-import re
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
-from voicecall.agent import ResponseRequest
 from voicecall.audio.g711 import FRAME_MS
 from voicecall.audio.playback import PlaybackQueue
-from voicecall.calls import Call, CallEvent, CallState, session_key_for
-from voicecall.config import VoiceCallConfig, effective_config
-from voicecall.config.sections import RealtimeConfig
+from voicecall.calls import Call, CallEvent, CallState
+from voicecall.config import VoiceCallConfig
 from voicecall.errors import VoicecallError
+from voicecall.gateway.realtime.consult import (
+    CONSULT_TOOL_NAME,
+    END_CALL_TOOL_NAME,
+    Consulter,
+    build_tools,
+    call_session_key,
+)
+from voicecall.gateway.realtime.context import build_instructions
 from voicecall.speech.realtime.base import (
     RealtimeEvent,
     RealtimeProvider,
     RealtimeSession,
     RealtimeSetup,
-    RealtimeTool,
 )
 
 if TYPE_CHECKING:
     from voicecall.gateway.manager import CallManager
 
-__all__ = [
-    "CONSULT_TOOL_NAME",
-    "END_CALL_TOOL_NAME",
-    "SAFE_READ_ONLY_TOOLS",
-    "MediaPort",
-    "RealtimeBridge",
-    "build_agent_context",
-    "build_instructions",
-    "build_tools",
-    "consult_guidance",
-    "consult_prompt",
-    "search_transcripts",
-    "tools_allow",
-]
+__all__ = ["MediaPort", "RealtimeBridge", "Truncation"]
 
 log = logging.getLogger("voicecall.realtime.bridge")
 
-CONSULT_TOOL_NAME = "openclaw_agent_consult"
-END_CALL_TOOL_NAME = "openclaw_end_call"
-SAFE_READ_ONLY_TOOLS = ("read", "web_search", "web_fetch", "x_search", "memory_search",
-                        "memory_get")
 MARK_EVERY_FRAMES = 5             # a progress mark every 100 ms of model audio
 END_CALL_PLAYBACK_TIMEOUT_S = 2.0
 DTMF_FLUSH_S = 1.0
-TRANSCRIPT_LINES = 12
-FAST_SNIPPET_CHARS = 700
-FORCED_RESULT_CHARS = 1800
-
-CONSULT_TOOL = RealtimeTool(
-    name=CONSULT_TOOL_NAME,
-    description="Delegate the caller's request to the configured OpenClaw agent for normal "
-                "tool-backed work, actions, context, memory, or reasoning before speaking.",
-    parameters={
-        "type": "object",
-        "properties": {
-            "question": {"type": "string",
-                         "description": "The concrete question or task the user asked."},
-            "context": {"type": "string",
-                        "description": "Optional relevant context or transcript summary."},
-            "responseStyle": {"type": "string",
-                              "description": "Optional style hint for the spoken answer."},
-        },
-        "required": ["question"],
-    },
-)
-END_CALL_TOOL = RealtimeTool(
-    name=END_CALL_TOOL_NAME,
-    description="End the phone call. Say your farewell to the caller first, then call this.",
-    parameters={"type": "object", "properties": {}},
-)
-
-SUBSTANTIVE_GUIDANCE = (
-    "Consult behavior:\n"
-    "- Answer directly for greetings, acknowledgements, simple conversational glue, and brief "
-    "latency tests.\n"
-    f"- Call {CONSULT_TOOL_NAME} before answering requests that need facts, memory, current "
-    "information, tools, workspace state, or the user's OpenClaw-specific context.\n"
-    "- Keep spoken replies concise and natural."
-)
-ALWAYS_GUIDANCE = (
-    "Consult behavior:\n"
-    f"- Call {CONSULT_TOOL_NAME} before every substantive answer.\n"
-    "- Answer directly only for greetings, acknowledgements, brief latency tests, or filler.\n"
-    "- After the consult result arrives, speak that result concisely."
-)
-CONSULT_SYSTEM_LINES = (
-    "Live voice request from the caller during a live phone call.",
-    "Act as the configured OpenClaw agent on behalf of this user. Use available tools when "
-    "the request asks you to do work.",
-    "Prefer a fast, speakable result; for status checks use one or two bounded read-only "
-    "queries. Never print secrets or dump environment variables.",
-    "When finished, return only the concise result the realtime voice agent should speak back.",
-    "Do not include markdown, tool logs, or private reasoning.",
-)
-
-
-# --------------------------------------------------------------------------- setup
-
-
-def tools_allow(tool_policy: str) -> tuple[str, ...] | None:
-    """The consult run's agent tools for ``toolPolicy`` (None: the normal agent policy)."""
-    if tool_policy == "safe-read-only":
-        return SAFE_READ_ONLY_TOOLS
-    if tool_policy == "owner":
-        return None
-    return ()
-
-
-def build_tools(rt: RealtimeConfig) -> list[RealtimeTool]:
-    """Consult (unless ``toolPolicy: none``), end-call, then custom tools (no overrides)."""
-    tools: list[RealtimeTool] = []
-    if rt.tool_policy != "none":
-        tools.append(CONSULT_TOOL)
-    tools.append(END_CALL_TOOL)
-    reserved = {CONSULT_TOOL_NAME, END_CALL_TOOL_NAME}
-    seen: set[str] = set()
-    for raw in rt.tools:
-        name = str(raw.get("name") or "")
-        if not name or name in reserved or name in seen:
-            if name in reserved:
-                log.warning("realtime.tool_name_reserved", extra={"tool": name})
-            continue
-        seen.add(name)
-        params = raw.get("parameters")
-        tools.append(RealtimeTool(name=name, description=str(raw.get("description") or ""),
-                                  parameters=params if isinstance(params, Mapping)
-                                  else {"type": "object", "properties": {}}))
-    return tools
-
-
-def consult_guidance(consult_policy: str, tool_policy: str) -> str:
-    """Extra instructions for ``consultPolicy`` (none for ``auto`` or ``toolPolicy: none``)."""
-    if tool_policy == "none":
-        return ""
-    if consult_policy == "substantive":
-        return SUBSTANTIVE_GUIDANCE
-    if consult_policy == "always":
-        return ALWAYS_GUIDANCE
-    return ""
-
-
-def _read_bounded(root: Path, name: str, budget: int) -> str | None:
-    """A workspace file under ``root`` (no escaping it), at most ``budget`` chars."""
-    try:
-        base = root.resolve()
-        path = (base / name).resolve()
-        if not path.is_relative_to(base) or not path.is_file():
-            return None
-        with path.open("r", encoding="utf-8", errors="replace") as fh:
-            return fh.read(max(0, budget))
-    except OSError:
-        return None
-
-
-def build_agent_context(cfg: VoiceCallConfig, workspace_dir: Path | None,
-                        route_key: str | None = None) -> str:
-    """The bounded agent capsule (§7.5); empty unless ``realtime.agentContext.enabled``."""
-    ac = cfg.realtime.agent_context
-    if not ac.enabled:
-        return ""
-    eff = effective_config(cfg, route_key)
-    agent = eff.agent_id or cfg.agent_id or "main"
-    lines = [
-        "OpenClaw agent voice context:",
-        f"- Agent id: {agent}",
-        "- On fast turns, match the configured agent's personality and tone.",
-        f"- Call {CONSULT_TOOL_NAME} for tools, memory, current information and workspace "
-        "state.",
-    ]
-    if ac.include_identity:
-        lines += ["", "Configured identity:", f"- Name: {agent}"]
-    if ac.include_system_prompt and eff.response_system_prompt:
-        lines += ["", "System prompt override:", eff.response_system_prompt.strip()]
-    text = "\n".join(lines)
-    if ac.include_workspace_files and workspace_dir is not None and workspace_dir.is_dir():
-        parts: list[str] = []
-        for name in ac.files:
-            budget = ac.max_chars - len(text) - sum(len(p) for p in parts)
-            if budget <= 0:
-                break
-            content = _read_bounded(workspace_dir, name, budget + 1)
-            if content is None:
-                continue
-            parts.append(f"\n### {name}\n{content.strip()}")
-        if parts:
-            text += "\n\nWorkspace voice context:" + "".join(parts)
-    if len(text) > ac.max_chars:
-        marker = "\n[truncated]"
-        text = text[: max(0, ac.max_chars - len(marker))] + marker
-    return text
-
-
-def build_instructions(cfg: VoiceCallConfig, workspace_dir: Path | None = None,
-                       route_key: str | None = None) -> str:
-    """Base instructions, then consult guidance, then the agent capsule (each once)."""
-    rt = cfg.realtime
-    parts = [rt.instructions.strip()]
-    guidance = consult_guidance(rt.consult_policy, rt.tool_policy)
-    if guidance:
-        parts.append(guidance)
-    capsule = build_agent_context(cfg, workspace_dir, route_key)
-    if capsule:
-        parts.append(capsule)
-    return "\n\n".join(p for p in parts if p)
-
-
-def consult_prompt(question: str, *, context: str | None = None, style: str | None = None,
-                   transcript: Sequence[tuple[str, str]] = ()) -> str:
-    """The consult request text (§7.3): framing, style, recent transcript, context, request."""
-    parts = list(CONSULT_SYSTEM_LINES)
-    if style:
-        parts.append(f"Spoken style: {style}")
-    recent = transcript[-TRANSCRIPT_LINES:]
-    if recent:
-        parts.append("Recent transcript:\n" + "\n".join(
-            f"{'Caller' if who == 'user' else 'Agent'}: {text}" for who, text in recent))
-    if context:
-        parts.append(f"Context:\n{context}")
-    parts.append(f"User request:\n{question}")
-    return "\n\n".join(parts)
-
-
-# --------------------------------------------------------------------------- fast context
-
-_TOKEN = re.compile(r"[\w']+", re.UNICODE)
-
-
-_STOP = frozenset("the a an and or but is are was were be been am do does did what which who "
-                  "whom this that these those to of in on at for with from by it its i me my "
-                  "you your we our they them he she his her can could would should will shall "
-                  "have has had not no yes so if then than there here how when where why".split())
-_SUFFIXES = ("ing", "ed", "es", "s")
-
-
-def _stem(word: str) -> str:
-    for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
-
-
-def _tokens(text: str) -> list[str]:
-    """Lower-cased, stop words dropped, crude suffix stripping (ordered -> order)."""
-    words = (t.lower() for t in _TOKEN.findall(text))
-    return [_stem(w) for w in words if len(w) > 1 and w not in _STOP]
-
-
-@dataclass(frozen=True)
-class Snippet:
-    source: str        # "sessions" | "memory"
-    where: str         # call:<id>:<start>-<end> / session:<key>
-    text: str
-    score: float
-
-
-def search_transcripts(query: str, docs: Sequence[tuple[str, str, str]],
-                       max_results: int) -> list[Snippet]:
-    """TF-IDF cosine ranking of ``(source, where, text)`` documents against ``query``."""
-    q = _tokens(query)
-    if not q or not docs:
-        return []
-    toks = [_tokens(text) for _, _, text in docs]
-    vocab: dict[str, int] = {}
-    for words in [q, *toks]:
-        for w in words:
-            vocab.setdefault(w, len(vocab))
-    n = len(docs)
-    df = np.zeros(len(vocab))
-    for words in toks:
-        for w in set(words):
-            df[vocab[w]] += 1
-    idf = np.log((1 + n) / (1 + df)) + 1.0
-
-    def vec(words: list[str]) -> Any:
-        v = np.zeros(len(vocab))
-        for w, c in Counter(words).items():
-            v[vocab[w]] = c
-        v *= idf
-        norm = float(np.linalg.norm(v))
-        return v / norm if norm else v
-
-    qv = vec(q)
-    scores = [float(vec(words) @ qv) for words in toks]
-    ranked = sorted(range(n), key=lambda i: scores[i], reverse=True)
-    out = []
-    for i in ranked[:max_results]:
-        if scores[i] <= 0.05:
-            break
-        source, where, text = docs[i]
-        out.append(Snippet(source, where, text[:FAST_SNIPPET_CHARS], round(scores[i], 3)))
-    return out
-
-
-def fast_context_text(question: str, hits: Sequence[Snippet]) -> str:
-    lines = [
-        "Fast OpenClaw memory or session context found for the live caller. Use this context "
-        "only if it answers the caller's question. If it is not relevant, say briefly that you "
-        "do not have that context handy.",
-        f"Question: {question}",
-        "Context:",
-    ]
-    for i, hit in enumerate(hits, 1):
-        lines.append(f"{i}. [{hit.source}] {hit.where}\n{hit.text}")
-    return "\n".join(lines)
-
-
-FAST_MISS_TEXT = ("No relevant OpenClaw memory or session context was found quickly for this "
-                  "question. Answer briefly that you do not have that context handy.")
-
-
-# --------------------------------------------------------------------------- bridge
 
 
 class MediaPort(Protocol):
@@ -420,7 +133,7 @@ class RealtimeBridge:
         self._keys_flush: asyncio.Task[None] | None = None
         self._speaking = False
         self._last_user_text = ""
-        self._consult_lock = asyncio.Lock()
+        self.consulter = Consulter(manager, self.call_id, lambda: self._last_user_text)
         self.barge_ins = 0
         self.clears = 0
         self.truncations: list[Truncation] = []
@@ -577,7 +290,7 @@ class RealtimeBridge:
             self._last_user_text = text
             await self._event("call.speech", transcript=text, is_final=True)
         else:
-            self.manager.memory.add(self._session_key(call), "bot", text)
+            self.manager.memory.add(call_session_key(self.config, call), "bot", text)
             await self._event("call.said", text=text)
 
     async def _on_model_audio(self, ev: RealtimeEvent) -> None:
@@ -687,13 +400,6 @@ class RealtimeBridge:
 
     # ---------------------------------------------------------------- tools
 
-    def _session_key(self, call: Call) -> str:
-        if call.session_key:
-            return call.session_key
-        eff = effective_config(self.config, call.number_route_key)
-        return session_key_for(self.config.session_scope, call.call_id, call.direction,
-                               call.from_number, call.to_number, eff.agent_id or "main")
-
     async def _on_tool_call(self, ev: RealtimeEvent) -> None:
         assert self.session is not None
         call_id = ev.call_id or ""
@@ -705,7 +411,7 @@ class RealtimeBridge:
         if not isinstance(args, dict):
             args = {}
         if name == CONSULT_TOOL_NAME and self.config.realtime.tool_policy != "none":
-            output = await self._consult(args)
+            output = await self.consulter.consult(args)
         elif name == END_CALL_TOOL_NAME:
             refused = await self._end_call()
             if refused is None:
@@ -714,94 +420,6 @@ class RealtimeBridge:
         else:
             output = json.dumps({"error": f"tool {name!r} is not available on this call"})
         await self.session.send_tool_result(call_id, output)
-
-    async def _consult(self, args: Mapping[str, Any]) -> str:
-        call = self._call()
-        if call is None:
-            return "The call has ended."
-        question = ""
-        for key in ("question", "prompt", "query", "task"):
-            value = args.get(key)
-            if isinstance(value, str) and value.strip():
-                question = value.strip()
-                break
-        question = question or self._last_user_text
-        context = args.get("context") if isinstance(args.get("context"), str) else None
-        style = args.get("responseStyle") if isinstance(args.get("responseStyle"), str) \
-            else None
-        fc = self.config.realtime.fast_context
-        if fc.enabled:
-            hits = await self._fast_context(call, question, context)
-            if hits:
-                return fast_context_text(question, hits)
-            if not fc.fallback_to_consult:
-                return FAST_MISS_TEXT
-        async with self._consult_lock:      # one consult in flight per call
-            return await self._run_consult(call, question, context, style)
-
-    async def _run_consult(self, call: Call, question: str, context: str | None,
-                           style: str | None) -> str:
-        rt = self.config.realtime
-        eff = effective_config(self.config, call.number_route_key)
-        session = self._session_key(call)
-        history = self.manager.memory.history(session)
-        req = ResponseRequest(
-            call_id=call.call_id, session_key=session,
-            user_text=consult_prompt(question, context=context, style=style,
-                                     transcript=[(t.role, t.text) for t in history]),
-            history=history, system_prompt=eff.response_system_prompt,
-            model=eff.response_model, timeout_ms=eff.response_timeout_ms,
-            caller_number=call.from_number if call.direction == "inbound" else call.to_number,
-            agent_id=eff.agent_id or "main", tools_allow=tools_allow(rt.tool_policy),
-            thinking_level=rt.consult_thinking_level, fast_mode=rt.consult_fast_mode,
-            purpose="consult")
-        try:
-            result = await self.manager.responder.respond(req, None)
-        except VoicecallError as exc:
-            log.warning("realtime.consult_failed", extra={"call_id": call.call_id,
-                                                          "why": str(exc)})
-            return ("The OpenClaw agent could not answer right now. Tell the caller briefly "
-                    "and offer to try again.")
-        text = (result.text or "").strip()
-        return text or "The OpenClaw agent had nothing to add."
-
-    async def _fast_context(self, call: Call, question: str,
-                            context: str | None) -> list[Snippet]:
-        fc = self.config.realtime.fast_context
-        query = question + ("\n\n" + context if context else "")
-        session = self._session_key(call)
-        docs: list[tuple[str, str, str]] = []
-        if "memory" in fc.sources:
-            for i, turn in enumerate(self.manager.memory.history(session)):
-                docs.append(("memory", f"session:{session}#{i}", turn.text))
-        store = self.manager.store
-
-        def load_sessions() -> list[tuple[str, str, str]]:
-            out: list[tuple[str, str, str]] = []
-            for past in store.list(limit=200):
-                # Only this caller's own session: never another caller's transcript.
-                if past.call_id == call.call_id or past.session_key != session:
-                    continue
-                entries = past.transcript
-                for start in range(0, len(entries), 4):
-                    window = entries[start:start + 4]
-                    text = "\n".join(f"{'Caller' if e.speaker == 'user' else 'Agent'}: "
-                                     f"{e.text}" for e in window)
-                    out.append(("sessions", f"call:{past.call_id}:{start}-"
-                                f"{start + len(window) - 1}", text))
-            return out
-
-        async def search() -> list[Snippet]:
-            if "sessions" in fc.sources:
-                docs.extend(await asyncio.to_thread(load_sessions))
-            return search_transcripts(query, docs, fc.max_results)
-
-        try:
-            return await asyncio.wait_for(search(), fc.timeout_ms / 1000)
-        except (TimeoutError, OSError, VoicecallError) as exc:
-            log.info("realtime.fast_context_miss", extra={"call_id": call.call_id,
-                                                          "why": type(exc).__name__})
-            return []
 
     async def _end_call(self) -> str | None:
         """Hang up once the farewell has been heard; None when the call was ended."""

@@ -57,6 +57,7 @@ from voicecall.config import VoiceCallConfig
 from voicecall.errors import CarrierError, ProtocolError, VoicecallError
 from voicecall.gateway.media import MediaSocket, StreamClosed, await_start
 from voicecall.gateway.realtime import RealtimeBridge
+from voicecall.gateway.realtime.host import RealtimeHost
 from voicecall.gateway.security import RequestView, port_variants, reconstruct_public_url
 from voicecall.speech.realtime.base import RealtimeProvider
 from voicecall.speech.registry import close_speech, open_stt_session
@@ -114,12 +115,11 @@ class Carrier:
         self._turns: dict[str, str] = {}
         self._deferred: dict[str, str | None] = {}  # speech held while pre-connect DTMF plays
         self._tasks: set[asyncio.Task[Any]] = set()
-        # Realtime voice: the provider, single-use stream tokens -> (CallSid, expiry),
-        # and the bridge of each call whose realtime stream is up.
+        # Realtime voice: stream tokens and one bridge per call (kept across reconnects).
         self.realtime = realtime
-        self.workspace_dir = workspace_dir
-        self._rt_tokens: dict[str, tuple[str, float]] = {}
-        self._bridges: dict[str, RealtimeBridge] = {}
+        self.rt = RealtimeHost(realtime, carrier=self.name, workspace_dir=workspace_dir,
+                               on_expired=self._expire, on_failed=self.hangup,
+                               grace_s=DISCONNECT_GRACE_S) if realtime is not None else None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, host: CarrierHost) -> None:
@@ -130,8 +130,8 @@ class Carrier:
             task.cancel()
         for session in list(self._streams.values()):
             await session.ws.close(1001, "gateway shutting down")
-        for bridge in list(self._bridges.values()):
-            await bridge.aclose()
+        if self.rt is not None:
+            await self.rt.aclose()
         await self.rest.aclose()
         await close_speech(self.stt, self.tts)
 
@@ -180,22 +180,17 @@ class Carrier:
 
     def issue_realtime_token(self, sid: str) -> str:
         """A single-use path token for ``sid``'s realtime stream, valid 30 s."""
-        now = time.monotonic()
-        for old, (_, expires) in list(self._rt_tokens.items()):
-            if expires <= now:
-                del self._rt_tokens[old]
-        token = secrets.token_urlsafe(24)
-        self._rt_tokens[token] = (sid, now + REALTIME_TOKEN_TTL_S)
-        return token
+        assert self.rt is not None
+        return self.rt.issue_token(sid)
 
     def claim_realtime_token(self, token: str) -> str | None:
         """The CallSid ``token`` was issued for, consuming it; None if unknown or expired."""
-        entry = self._rt_tokens.pop(token, None)
-        if entry is None or entry[1] <= time.monotonic():
+        if self.rt is None or self._host is None:
             return None
-        sid = entry[0]
-        call = self._host.get(sid) if self._host is not None else None
-        return sid if call is not None and not call.terminal else None
+        return self.rt.claim_token(token, self._host.get)
+
+    def _bridge(self, sid: str) -> RealtimeBridge | None:
+        return self.rt.bridge(sid) if self.rt is not None else None
 
     def _action_url(self, call: Call, token: str | None) -> str:
         return self._doc_url(call.call_id, token)
@@ -258,7 +253,7 @@ class Carrier:
     async def speak(self, call: Call, text: str, *, listen_token: str | None = None,
                     hangup_after: bool = False) -> SpeechTiming | None:
         sid = call.provider_call_id or ""
-        bridge = self._bridges.get(sid)
+        bridge = self._bridge(sid)
         if bridge is not None:
             await bridge.say(text)   # the realtime model says it (no TwiML on a live stream)
             if hangup_after:
@@ -319,7 +314,7 @@ class Carrier:
 
     async def send_dtmf(self, call: Call, digits: str) -> None:
         sid = call.provider_call_id or ""
-        bridge = self._bridges.get(sid)
+        bridge = self._bridge(sid)
         if bridge is not None:
             tones = dtmf_audio(digits)
 
@@ -450,13 +445,15 @@ class Carrier:
                 message, voice=self.voice, language=self.language,
                 pause_s=self.config.outbound.notify_hangup_delay_sec))
         if self.uses_realtime(call):
-            if sid in self._bridges:
+            if self.rt is not None and self.rt.attached(sid):
                 return _twiml(twiml.keepalive(self._doc_url(call.call_id),
                                               seconds=KEEPALIVE_S))
             # The inbound policy was applied when the call was registered, before this.
-            # No <Say>: the realtime model's own opening turn greets the caller.
+            # No <Say>: the realtime model's own opening turn greets the caller. The
+            # redirect after <Connect> brings a dropped stream back within the grace.
             return _twiml(twiml.connect_stream(
-                self.realtime_stream_url(self.issue_realtime_token(sid))))
+                self.realtime_stream_url(self.issue_realtime_token(sid)),
+                then_redirect=self._doc_url(call.call_id)))
         if self.config.streaming.enabled and sid not in self._streams:
             return _twiml(twiml.connect_stream(
                 self.stream_url(), parameters={"token": self.stream_token(sid)},
@@ -508,7 +505,7 @@ class Carrier:
     async def handle_realtime_stream(self, ws: MediaSocket, sid: str) -> None:
         """Run one realtime Media Stream (its path token already claimed for ``sid``)."""
         host = self._host_or_raise()
-        if self.realtime is None:
+        if self.rt is None:
             await ws.close(1008, "Realtime voice unavailable")
             return
         start = await self._await_start(ws)
@@ -519,48 +516,9 @@ class Carrier:
             await ws.close(1008, "Unknown call or bad stream token")
             return
         ws.started()
-        bridge = RealtimeBridge(host, self.realtime, call,  # type: ignore[arg-type]
-                                _TwilioPort(ws, start.stream_sid),
-                                workspace_dir=self.workspace_dir)
-        grace = self._grace.pop(sid, None)
-        if grace is not None:
-            grace.cancel()
-        self._bridges[sid] = bridge
-        log.info("realtime.stream_attached", extra={"call_id": call.call_id})
-        try:
-            try:
-                await bridge.start()
-            except VoicecallError as exc:
-                log.warning("realtime.open_failed", extra={"call_id": call.call_id,
-                                                           "why": str(exc)})
-                with contextlib.suppress(VoicecallError):
-                    await host.handle_event(CallEvent(
-                        "call.error", call_id=call.call_id, provider_call_id=sid,
-                        timestamp=time.time(), error=f"realtime: {exc}",
-                        dedupe_key=f"twilio:realtime:{sid}:open"))
-                await self.hangup(call)
-                await ws.close(1011, "Realtime provider unavailable")
-                return
-            events = asyncio.get_running_loop().create_task(bridge.run())
-            reader = asyncio.get_running_loop().create_task(self._read_realtime(ws, bridge))
-            done, _ = await asyncio.wait({events, reader},
-                                         return_when=asyncio.FIRST_COMPLETED)
-            for task in (events, reader):
-                if task not in done:
-                    task.cancel()
-            await asyncio.gather(events, reader, return_exceptions=True)
-            if events in done:
-                await ws.close(1011 if bridge.ended_by_provider else 1000,
-                               "Realtime session ended")
-        finally:
-            await bridge.aclose()
-            if self._bridges.get(sid) is bridge:
-                del self._bridges[sid]
-                task = asyncio.get_running_loop().create_task(
-                    self._grace_expiry(sid, call.call_id))
-                self._grace[sid] = task
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        await self.rt.serve(host, call, sid,  # type: ignore[arg-type]
+                            _TwilioPort(ws, start.stream_sid),
+                            lambda bridge: self._read_realtime(ws, bridge))
 
     async def _read_realtime(self, ws: MediaSocket, bridge: RealtimeBridge) -> None:
         while True:
@@ -615,7 +573,13 @@ class Carrier:
         await asyncio.sleep(DISCONNECT_GRACE_S)
         if self._grace.get(sid) is asyncio.current_task():
             del self._grace[sid]
-        if sid in self._streams or sid in self._bridges or self._host is None:
+        if sid in self._streams:
+            return
+        await self._expire(sid, call_id)
+
+    async def _expire(self, sid: str, call_id: str) -> None:
+        """A dropped stream did not come back within the grace: the call is over."""
+        if self._host is None:
             return
         call = self._host.get(call_id)
         if call is None or call.terminal:
@@ -643,6 +607,9 @@ class _TwilioPort:
 
     async def send_clear(self) -> None:
         await self.ws.send_text(media.encode_clear(self.stream_sid))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.ws.close(code, reason)
 
 
 def verify_request(req: RequestView, body: bytes, auth_token: str, url: str, *,

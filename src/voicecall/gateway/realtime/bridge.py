@@ -114,12 +114,12 @@ class RealtimeBridge:
         self.provider = provider
         self.call_id = call.call_id
         self.call_sid = call.provider_call_id or ""
-        self.port = port
+        self.port: MediaPort | None = port    # None while a dropped stream is in grace
         self.workspace_dir = workspace_dir
         self.clock = clock
         self.config: VoiceCallConfig = manager.config
         self.session: RealtimeSession | None = None
-        self.queue = PlaybackQueue(self._send_frame, port.send_mark, self._send_clear)
+        self.queue = PlaybackQueue(self._send_frame, self._send_queue_mark, self._send_clear)
         self._items: dict[str, _Item] = {}
         self._dropped: set[str] = set()
         self._current: _Item | None = None     # the item whose frames go out now
@@ -198,6 +198,29 @@ class RealtimeBridge:
                 await asyncio.wait_for(self.session.aclose(), 3.0)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def attach(self, port: MediaPort) -> None:
+        """A reconnected stream: model audio goes to it from now on."""
+        self.port = port
+        self._play_end = self.clock()
+
+    async def detach(self) -> None:
+        """The stream dropped: what the caller did not hear is cut from the model's turn."""
+        if self.session is not None and self.provider.capabilities.truncation:
+            sounding = self._sounding()
+            if sounding is not None:
+                played = self.played_ms(sounding.item_id)
+                self.truncations.append(Truncation(sounding.item_id, played,
+                                                   sounding.frames * FRAME_MS))
+                await self.session.truncate(sounding.item_id, played)
+        for item in list(self._items.values()):
+            self._close_feed(item)
+            self._dropped.add(item.item_id)
+        self._items.clear()
+        self._marks.clear()
+        self._last_sent = None
+        self.port = None
+        await self.queue.clear()
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         async def guarded() -> None:
@@ -297,6 +320,12 @@ class RealtimeBridge:
         item_id = ev.item_id or "model"
         if item_id in self._dropped or not ev.audio:
             return
+        if self.port is None:
+            # Said while the stream is down: nobody heard it, so the model must not think so.
+            self._dropped.add(item_id)
+            if self.session is not None and self.provider.capabilities.truncation:
+                await self.session.truncate(item_id, 0)
+            return
         item = self._items.get(item_id)
         if item is None:
             for other in self._items.values():
@@ -322,6 +351,8 @@ class RealtimeBridge:
 
     async def _send_frame(self, frame: bytes) -> None:
         item = self._current
+        if self.port is None:
+            return      # no stream: nobody hears it (detach truncated the item)
         await self.port.send_media(frame)
         now = self.clock()
         self._play_end = max(now, self._play_end) + FRAME_MS / 1000
@@ -334,9 +365,14 @@ class RealtimeBridge:
             self._marks[name] = (item, item.frames * FRAME_MS)
             await self.port.send_mark(name)
 
+    async def _send_queue_mark(self, name: str) -> None:
+        if self.port is not None:
+            await self.port.send_mark(name)
+
     async def _send_clear(self) -> None:
         self.clears += 1
-        await self.port.send_clear()
+        if self.port is not None:
+            await self.port.send_clear()
 
     def buffered_ms(self) -> int:
         """Audio sent but, by the carrier's playout clock, not yet played."""

@@ -301,11 +301,19 @@ class FakeTwilio(CallEngine):
         call.callee_said.append(f"dtmf:{digits}")
         await session.press(digits)
 
-    async def drop_stream(self, call_sid: str) -> None:
-        """Kill the media stream's TCP connection (no ``stop``); the call stays up."""
+    async def drop_stream(self, call_sid: str, *, next_verb: bool = False) -> None:
+        """Kill the media stream's TCP connection (no ``stop``); the call stays up.
+
+        ``next_verb``: ``<Connect>`` ends and the document goes on to its next verb,
+        as Twilio does when a stream's socket is lost; otherwise the fake waits for
+        ``reconnect_stream``.
+        """
         _, session = await self._session(call_sid)
         session.drop()
         await session.closed.wait()
+        live = self._live[call_sid]
+        if next_verb and live.connect is not None:
+            live.connect.done.set()
 
     async def reconnect_stream(self, call_sid: str) -> str:
         """Dial the current ``<Connect><Stream>`` again with a new streamSid."""

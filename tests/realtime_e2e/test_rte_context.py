@@ -91,3 +91,42 @@ async def test_fast_context_miss_consults_only_with_fallback(tmp_path: Path) -> 
     assert await asyncio.wait_for(run(False, tmp_path / "a"), BOUND) == FAST_MISS_TEXT
     assert await asyncio.wait_for(run(True, tmp_path / "b"), BOUND) == \
         "The clinic opens at nine."
+
+
+def test_agent_capsule_identity_from_config_or_identity_file(tmp_path: Path) -> None:
+    on = {"enabled": True, "includeWorkspaceFiles": False}
+    # No identity anywhere: no identity section (the agent id line is still there).
+    text = build_instructions(_cfg(agentContext=on), tmp_path)
+    assert "- Agent id: front-desk" in text and "Configured identity:" not in text
+    # OpenClaw's IDENTITY.md shape: bold labels, template placeholders ignored.
+    (tmp_path / "IDENTITY.md").write_text(
+        "# IDENTITY.md - Who Am I?\n\n- **Name:** Ada\n- **Creature:** a helpful fox\n"
+        "- **Vibe:** warm, quick\n- **Emoji:** 🦊\n- **Theme:**\n  _(pick something)_\n")
+    text = build_instructions(_cfg(agentContext=on), tmp_path)
+    assert ("Configured identity:\n- Name: Ada\n- Emoji: 🦊\n- Vibe: warm, quick\n"
+            "- Creature/persona: a helpful fox") in text
+    assert "Theme" not in text
+    # agents.<id>.identity wins over the file; includeIdentity false drops it.
+    cfg = VoiceCallConfig.model_validate({
+        "agentId": "front-desk", "realtime": {"instructions": "Be brief.", "agentContext": on},
+        "agents": {"front-desk": {"identity": {"name": "Grace", "theme": "calm clinic"}}}})
+    text = build_instructions(cfg, tmp_path)
+    assert "- Name: Grace\n- Theme: calm clinic" in text and "Ada" not in text
+    text = build_instructions(_cfg(agentContext={**on, "includeIdentity": False}), tmp_path)
+    assert "Configured identity:" not in text
+
+
+def test_agent_workspace_comes_from_the_agent_profile(tmp_path: Path) -> None:
+    default, own = tmp_path / "default", tmp_path / "own"
+    default.mkdir()
+    own.mkdir()
+    (default / "SOUL.md").write_text("Default soul.")
+    (own / "SOUL.md").write_text("Front desk soul.")
+    cfg = VoiceCallConfig.model_validate({
+        "agentId": "front-desk", "realtime": {"agentContext": {"enabled": True}},
+        "agents": {"front-desk": {"workspace": str(own)}}})
+    text = build_instructions(cfg, default)
+    assert "### SOUL.md\nFront desk soul." in text and "Default soul." not in text
+    # Another agent (a number routed elsewhere) keeps the default workspace.
+    other = cfg.model_copy(update={"agent_id": "sales"})
+    assert "Default soul." in build_instructions(other, default)

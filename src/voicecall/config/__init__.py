@@ -29,6 +29,8 @@ from .secret import Secret
 from .sections import (
     DEFAULT_REALTIME_INSTRUCTIONS,
     AgentContextConfig,
+    AgentIdentity,
+    AgentProfile,
     ControlConfig,
     FastContextConfig,
     LogConfig,
@@ -62,6 +64,8 @@ __all__ = [
     "EMBEDDED_DEFAULTS",
     "MOCK_FROM_NUMBER",
     "AgentContextConfig",
+    "AgentIdentity",
+    "AgentProfile",
     "ConfigValidationError",
     "ControlConfig",
     "DoctorResult",

@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 from .fields import CROSS_FIELD, E164, HttpUrl, NonEmptyStr, PositiveInt, StrictModel, UserPath
 from .fields import NonNegativeInt as NonNegInt
 from .sections import (
+    AgentProfile,
     ControlConfig,
     LogConfig,
     MockConfig,
@@ -81,6 +82,7 @@ class VoiceCallConfig(StrictModel):
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
     realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
 
+    agents: dict[NonEmptyStr, AgentProfile] = Field(default_factory=dict)
     control: ControlConfig = Field(default_factory=ControlConfig)
     responder: ResponderConfig = Field(default_factory=ResponderConfig)
     mock: MockConfig = Field(default_factory=MockConfig)

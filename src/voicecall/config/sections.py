@@ -8,9 +8,9 @@ owned those concerns).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, StringConstraints, field_validator
 
 from .fields import (
     E164,
@@ -235,6 +235,30 @@ class ResponderConfig(StrictModel):
     script: UserPath | None = None  # JSON5 rules file for the scripted responder
 
 
+IdentityText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+
+
+class AgentIdentity(StrictModel):
+    """How an agent presents itself (OpenClaw's agent identity fields)."""
+
+    name: IdentityText | None = None
+    emoji: IdentityText | None = None
+    vibe: IdentityText | None = None
+    theme: IdentityText | None = None
+    creature: IdentityText | None = None
+
+
+class AgentProfile(StrictModel):
+    """voicecall extension: what the gateway knows of an agent id (``agents.<id>``).
+
+    ``identity`` unset: read from the workspace's ``IDENTITY.md``; ``workspace``
+    unset: ``<home>/workspace``.
+    """
+
+    identity: AgentIdentity | None = None
+    workspace: UserPath | None = None
+
+
 class MockConfig(StrictModel):
     """voicecall extension: how the offline ``mock`` carrier's callee behaves."""
 
@@ -264,6 +288,8 @@ __all__ = [
     "DEFAULT_TTS_TIMEOUT_MS",
     "E164",
     "AgentContextConfig",
+    "AgentIdentity",
+    "AgentProfile",
     "ControlConfig",
     "FastContextConfig",
     "LogConfig",

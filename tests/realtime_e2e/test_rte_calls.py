@@ -66,3 +66,30 @@ async def test_gemini_live_outbound_call(tmp_path: Path) -> None:
             assert not any("<Say" in d for d in fake_call.twiml_executed)
             assert call.state in (CallState.SPEAKING, CallState.LISTENING)
     await asyncio.wait_for(run(), BOUND)
+
+
+async def test_operator_speak_and_continue_go_through_the_model(tmp_path: Path) -> None:
+    async def run() -> None:
+        async with FakeOpenAIRealtime(script=[], say_ms=500,
+                                      transcripts=["Tuesday works for me."]) as oa, \
+                rig(tmp_path, inboundGreeting="Hello, clinic here.", **openai_cfg(oa)) as r:
+            sid, fake_call = await r.inbound()
+            await r.fake.wait_for(lambda: oa.replies, 10)
+            call = r.manager.get(sid)
+            assert call is not None
+            # speak: the model says the operator's words (no TwiML update on the stream).
+            await r.rpc("voicecall.speak", {"callId": call.call_id,
+                                            "message": "Your results are ready."})
+            await r.fake.wait_for(lambda: len(oa.replies) >= 2, 5)
+            assert oa.replies[1]["text"] == "Your results are ready."
+            # continue: the model asks, the caller's next transcript is the answer.
+            asked = asyncio.create_task(r.rpc("voicecall.continue", {
+                "callId": call.call_id, "message": "Which day suits you?"}))
+            await r.fake.wait_for(lambda: len(oa.replies) >= 3, 5)
+            assert oa.replies[2]["text"] == "Which day suits you?"
+            await r.fake.speak(sid, "Tuesday works for me.")
+            result = await asyncio.wait_for(asked, 10)
+            assert result["transcript"] == "Tuesday works for me."
+            assert len([d for d in fake_call.twiml_executed if "<Connect>" in d]) == 1
+            assert not any("<Say" in d for d in fake_call.twiml_executed)
+    await asyncio.wait_for(run(), BOUND)

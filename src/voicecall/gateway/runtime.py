@@ -108,7 +108,8 @@ def build_carrier(loaded: LoadedConfig, home: Path) -> Carrier:
 
         stt, tts = _speech(loaded)
         return telnyx_carrier.build(loaded, home, stream_secret=stream_secret(home),
-                                    stt=stt, tts=tts)
+                                    stt=stt, tts=tts, realtime=resolve_realtime(cfg),
+                                    workspace_dir=home / "workspace")
     if cfg.provider == "plivo":
         stt, tts = _speech(loaded)
         return plivo_carrier.build(loaded, home, stream_secret=stream_secret(home), stt=stt,

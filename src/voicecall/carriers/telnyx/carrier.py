@@ -28,6 +28,18 @@ Decisions worth knowing:
   the token rides in the stream URL's query, in ``stream_auth_token`` (echoed in the
   ``connected`` frame) where the command allows it, and is checked against the call
   the ``start`` frame names.
+- Realtime voice (``realtime.enabled`` with a provider; conversation calls only): once
+  ``call.answered`` arrives, ``streaming_start`` points a bidirectional PCMU stream at
+  ``<realtimeStreamPath>/<single-use token>`` (a path token: whether Telnyx keeps a
+  query string on ``stream_url`` is unconfirmed). No ``speak`` greeting and no
+  transcription turns: the model's own opening turn greets and it listens all the
+  time. The token is claimed before the upgrade; the ``start`` frame must then name
+  the call the token was issued for (else close 1008). The bridge is shared with
+  Twilio (``RealtimeHost``). Telnyx does not redial a dropped stream the way Twilio
+  runs the ``<Redirect>`` after ``<Connect>``, so this shell re-issues
+  ``streaming_start`` with a fresh token itself when the socket goes under a live
+  model session (or Telnyx reports the current stream stopped/failed); the host keeps
+  the model session for the 2 s grace and ends the call if no stream is back by then.
 """
 
 from __future__ import annotations
@@ -41,7 +53,8 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -77,9 +90,18 @@ from voicecall.carriers.telnyx.webhook import (
     remote_status,
 )
 from voicecall.config import LoadedConfig, VoiceCallConfig
-from voicecall.errors import CarrierError, ConfigError, SignatureError, VoicecallError
-from voicecall.gateway.media import MediaSocket, await_start
+from voicecall.errors import (
+    CarrierError,
+    ConfigError,
+    ProtocolError,
+    SignatureError,
+    VoicecallError,
+)
+from voicecall.gateway.media import MediaSocket, StreamClosed, await_start
+from voicecall.gateway.realtime import RealtimeBridge
+from voicecall.gateway.realtime.host import RealtimeHost
 from voicecall.gateway.security import RequestView
+from voicecall.speech.realtime.base import RealtimeProvider
 from voicecall.speech.registry import close_speech, open_stt_session
 from voicecall.speech.stt.base import STT
 from voicecall.speech.tts.base import TTS
@@ -91,6 +113,9 @@ DISCONNECT_GRACE_S = 2.0
 SPEAK_TIMEOUT_BASE_S = 15.0   # wait for call.speak.ended: this plus per-word time
 SPEAK_TIMEOUT_PER_WORD_S = 0.6
 SPEAK_TIMEOUT_MAX_S = 300.0
+REALTIME_STREAM_ATTEMPTS = 3    # streaming_start tries without a stream attaching, then give up
+REALTIME_RETRY_S = 0.2
+DTMF_EVENT_IDS = 512            # webhook keypress ids remembered (redelivery guard, realtime)
 OK = WebhookReply(200, "OK", "text/plain")
 
 
@@ -98,6 +123,18 @@ OK = WebhookReply(200, "OK", "text/plain")
 class _PendingSpeak:
     seq: int
     done: asyncio.Future[str]
+
+
+@dataclass
+class _RtStream:
+    """A realtime call's media stream as this shell drives it (by call_control_id)."""
+
+    call_id: str
+    url: str | None = None            # stream_url of the latest streaming_start
+    attempts: int = 0                 # streaming_starts since a stream last attached
+    attached_once: bool = False
+    carrier_stop: bool = False        # the last stream ended with Telnyx's ``stop``
+    starting: asyncio.Task[None] | None = None
 
 
 class Carrier:
@@ -109,7 +146,9 @@ class Carrier:
     def __init__(self, config: VoiceCallConfig, rest: TelnyxRest, *, connection_id: str,
                  public_key: bytes | None, public_url: str, stream_secret: bytes,
                  stt: STT | None = None, tts: TTS | None = None, voice: str | None = None,
-                 language: str = commands.DEFAULT_LANGUAGE) -> None:
+                 language: str = commands.DEFAULT_LANGUAGE,
+                 realtime: RealtimeProvider | None = None,
+                 workspace_dir: Path | None = None) -> None:
         self.config = config
         self.rest = rest
         self.connection_id = connection_id
@@ -137,6 +176,14 @@ class Carrier:
         self._stream_settled: dict[str, asyncio.Event] = {}
         self._grace: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Realtime voice: stream tokens and one bridge per call (kept across reconnects).
+        self.realtime = realtime
+        self.rt = RealtimeHost(realtime, carrier=self.name, workspace_dir=workspace_dir,
+                               on_expired=self._expire, on_failed=self.hangup,
+                               grace_s=DISCONNECT_GRACE_S) if realtime is not None else None
+        self._rt: dict[str, _RtStream] = {}                  # by call_control_id
+        self._hanging_up: set[str] = set()
+        self._rt_dtmf_ids: OrderedDict[str, None] = OrderedDict()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, host: CarrierHost) -> None:
@@ -150,6 +197,8 @@ class Carrier:
                 pending.done.set_result("gateway-closing")
         for session in list(self._streams.values()):
             await session.ws.close(1001, "gateway shutting down")
+        if self.rt is not None:
+            await self.rt.aclose()
         await self.rest.aclose()
         await close_speech(self.stt, self.tts)
 
@@ -158,10 +207,11 @@ class Carrier:
             raise CarrierError("telnyx carrier not started")
         return self._host
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # ------------------------------------------------------------------ URLs and tokens
     def stream_token(self, call_id: str) -> str:
@@ -180,6 +230,146 @@ class Carrier:
             return None
         return commands.StreamParams(self.stream_url(call_id),
                                      auth_token=self.stream_token(call_id))
+
+    # ------------------------------------------------------------------ realtime
+    def uses_realtime(self, call: Call) -> bool:
+        """Conversation calls go to the realtime model when a provider is configured."""
+        return self.realtime is not None and not (
+            call.mode == "notify" and call.direction == "outbound")
+
+    def realtime_stream_url(self, token: str) -> str:
+        parts = urlsplit(self.public_url)
+        scheme = "ws" if parts.scheme == "http" else "wss"
+        path = self.config.effective_realtime_stream_path.rstrip("/") + "/" + token
+        return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+    def issue_realtime_token(self, ccid: str) -> str:
+        """A single-use path token for ``ccid``'s realtime stream, valid 30 s."""
+        assert self.rt is not None
+        return self.rt.issue_token(ccid)
+
+    def claim_realtime_token(self, token: str) -> str | None:
+        """The call_control_id ``token`` was issued for, consuming it; None if refused."""
+        if self.rt is None or self._host is None:
+            return None
+        return self.rt.claim_token(token, self._host.get)
+
+    def _bridge(self, ccid: str) -> RealtimeBridge | None:
+        return self.rt.bridge(ccid) if self.rt is not None and ccid else None
+
+    def _realtime_answered(self, host: CarrierHost, ccid: str) -> None:
+        """``call.answered`` of a realtime call: start its stream (once per call)."""
+        if self.rt is None or not ccid or ccid in self._rt:
+            return
+        call = host.get(ccid)
+        if call is None or call.terminal or not self.uses_realtime(call) \
+                or call.provider_call_id != ccid:
+            return
+        state = self._rt[ccid] = _RtStream(call.call_id)
+        state.starting = self._spawn(self._realtime_start(ccid, state, first=True))
+
+    def _realtime_restart(self, ccid: str, why: str) -> None:
+        """The call's stream went away (or never came): ask Telnyx for a new one.
+
+        Only while it matters: the model session waits out the grace for it, or no
+        stream ever attached. One ``streaming_start`` at a time; a bounded number of
+        attempts without a stream attaching.
+        """
+        state = self._rt.get(ccid)
+        if state is None or self.rt is None or self._host is None:
+            return
+        if state.starting is not None and not state.starting.done():
+            return
+        call = self._host.get(state.call_id)
+        if call is None or call.terminal or self.rt.attached(ccid) or ccid in self._hanging_up:
+            return
+        if self.rt.bridge(ccid) is None and state.attached_once:
+            return      # the model session is gone (the call is ending): nothing to restore
+        log.info("stream.realtime_restart", extra={"call_id": state.call_id, "why": why})
+        state.starting = self._spawn(self._realtime_start(ccid, state))
+
+    async def _realtime_start(self, ccid: str, state: _RtStream, *, first: bool = False) -> None:
+        try:
+            await self._realtime_start_inner(ccid, state, first=first)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("stream.realtime_start_crashed", extra={"call_id": state.call_id})
+
+    async def _realtime_start_inner(self, ccid: str, state: _RtStream, *, first: bool) -> None:
+        host = self._host_or_raise()
+        if first:
+            digits = self._preconnect.pop(state.call_id, None)
+            if digits:
+                # Pre-connect digits (an IVR, a PIN) first: the model greets after them.
+                await self.rest.action(ccid, commands.send_dtmf(
+                    digits, call_id=state.call_id, seq=f"pre-{next(self._seq)}"))
+                await asyncio.sleep(commands.dtmf_duration_s(digits))
+        while True:
+            call = host.get(state.call_id)
+            if call is None or call.terminal or self._rt.get(ccid) is not state:
+                return
+            if state.attempts >= REALTIME_STREAM_ATTEMPTS:
+                await self._realtime_give_up(ccid, call)
+                return
+            state.attempts += 1
+            state.url = self.realtime_stream_url(self.issue_realtime_token(ccid))
+            # Path token only (no stream_auth_token): it is single-use and already
+            # checked before the upgrade. Inbound track to us; PCMU both ways, 8 kHz.
+            cmd = commands.streaming_start(
+                commands.StreamParams(state.url), call_id=state.call_id,
+                seq=f"rt-{next(self._seq)}", client_state=encode_client_state(state.call_id))
+            try:
+                await self.rest.action(ccid, cmd)
+                return
+            except TelnyxApiError as exc:
+                if exc.call_ended:
+                    return
+                why = str(exc)
+            except VoicecallError as exc:
+                why = str(exc)
+            log.warning("stream.realtime_start_failed", extra={"call_id": state.call_id,
+                                                               "why": why})
+            await asyncio.sleep(REALTIME_RETRY_S)
+
+    async def _realtime_give_up(self, ccid: str, call: Call) -> None:
+        """No stream would come up. A session in its grace ends by itself; otherwise
+        the caller would hear nothing for the rest of the call: end it."""
+        if self.rt is not None and self.rt.bridge(ccid) is not None:
+            return
+        log.warning("stream.realtime_unavailable", extra={"call_id": call.call_id})
+        with contextlib.suppress(VoicecallError):
+            await self.hangup(call)
+        if self._host is not None:
+            await self._host.handle_event(CallEvent(
+                "call.error", call_id=call.call_id, provider_call_id=ccid,
+                timestamp=time.time(), error="realtime: media stream could not be started",
+                dedupe_key=f"telnyx:realtime:{ccid}:nostream"))
+
+    def _realtime_stream_event(self, ccid: str, env: Envelope) -> None:
+        """``streaming.stopped``/``failed`` of a realtime call's *current* stream."""
+        state = self._rt.get(ccid)
+        if state is None:
+            return
+        params = env.payload.get("stream_params")
+        url = env.text("stream_url") or (
+            params.get("stream_url") if isinstance(params, dict) else None)
+        if url is not None and url != state.url:
+            return      # an earlier stream (already replaced)
+        self._realtime_restart(ccid, env.event_type)
+
+    async def _realtime_dtmf(self, ccid: str, bridge: RealtimeBridge, env: Envelope,
+                             events: list[CallEvent]) -> None:
+        """Webhook keypresses of a realtime call go to the model (never end the call)."""
+        if env.event_id is not None:
+            if env.event_id in self._rt_dtmf_ids:
+                return      # a redelivery (re-signed, so not caught by the replay cache)
+            self._rt_dtmf_ids[env.event_id] = None
+            while len(self._rt_dtmf_ids) > DTMF_EVENT_IDS:
+                self._rt_dtmf_ids.popitem(last=False)
+        for event in events:
+            if event.digits:
+                await bridge.on_dtmf(event.digits)
 
     # ------------------------------------------------------------------ outbound
     async def dial(self, req: DialRequest) -> str:
@@ -229,6 +419,14 @@ class Carrier:
         ccid = call.provider_call_id or ""
         if not ccid:
             raise CarrierError("call has no Telnyx call_control_id yet")
+        bridge = self._bridge(ccid)
+        if bridge is not None:
+            await bridge.say(text)      # the realtime model says it, in its own voice
+            if hangup_after:
+                await self.hangup(call)
+            return None
+        if self.uses_realtime(call):
+            listen_token = None         # the model listens all the time: no turns
         session = self._streams.get(ccid)
         if session is not None and self.tts is not None:
             if listen_token and session.stt is None:
@@ -335,6 +533,8 @@ class Carrier:
         return call.call_id if call is not None else ccid
 
     async def start_listening(self, call: Call, turn_token: str) -> None:
+        if self.uses_realtime(call):
+            return  # the realtime model listens all the time (no transcription turns)
         ccid = call.provider_call_id or ""
         session = self._streams.get(ccid)
         if session is not None and session.stt is not None:
@@ -345,18 +545,27 @@ class Carrier:
         ccid = call.provider_call_id or ""
         if not ccid:
             raise CarrierError("call has no Telnyx call_control_id yet")
-        # Telnyx plays DTMF natively, also while a media stream is up.
+        # Telnyx plays DTMF natively, also while a media stream is up, realtime ones
+        # included: unlike Twilio's <Play digits> the command leaves the stream alone,
+        # the far end gets proper DTMF (RFC 2833 or in-band, per the leg) instead of
+        # tones squeezed through PCMU, and the digits are not queued behind model audio.
         await self.rest.action(ccid, commands.send_dtmf(digits, call_id=call.call_id,
                                                         seq=next(self._seq)))
 
     async def hangup(self, call: Call) -> None:
-        if not call.provider_call_id:
+        ccid = call.provider_call_id
+        if not ccid:
             return
+        self._hanging_up.add(ccid)      # the stream ending now is not one to bring back
         try:
-            await self.rest.action(call.provider_call_id, commands.hangup(call_id=call.call_id))
+            await self.rest.action(ccid, commands.hangup(call_id=call.call_id))
         except TelnyxApiError as exc:
             if not exc.call_ended:
+                self._hanging_up.discard(ccid)
                 raise  # already gone: hanging up is idempotent
+        except BaseException:
+            self._hanging_up.discard(ccid)
+            raise
 
     async def reject(self, call: Call) -> None:
         ccid = call.provider_call_id or ""
@@ -406,15 +615,22 @@ class Carrier:
             if kind == "streaming.failed":
                 log.warning("stream.failed", extra={"why": env.text("failure_reason")})
             self._stream_settled.setdefault(ccid, asyncio.Event()).set()
+            self._realtime_stream_event(ccid, env)
         elif kind == "call.transcription":
             events = self._gate_speech(ccid, events)
         elif kind == "call.dtmf.received":
             events = [e for e in events
                       if self._merger(ccid).accept("webhook", e.digits or "", time.monotonic())]
+            bridge = self._bridge(ccid)
+            if bridge is not None:
+                await self._realtime_dtmf(ccid, bridge, env, events)
+                events = []     # the bridge records them
         for event in events:
             await host.handle_event(event)
         if kind == "call.initiated" and env.direction == "inbound" and ccid:
             await self._answer_accepted(host, ccid)
+        elif kind == "call.answered":
+            self._realtime_answered(host, ccid)
         elif kind == "call.hangup":
             self._forget(ccid, env)
         return OK
@@ -495,6 +711,10 @@ class Carrier:
         grace = self._grace.pop(ccid, None)
         if grace is not None:
             grace.cancel()
+        self._hanging_up.discard(ccid)
+        state = self._rt.pop(ccid, None)
+        if state is not None and state.starting is not None:
+            state.starting.cancel()
         if env is not None and env.client_state.call_id:
             self._preconnect.pop(env.client_state.call_id, None)
 
@@ -572,7 +792,13 @@ class Carrier:
         await asyncio.sleep(DISCONNECT_GRACE_S)
         if self._grace.get(ccid) is asyncio.current_task():
             del self._grace[ccid]
-        if ccid in self._streams or self._host is None:
+        if ccid in self._streams:
+            return
+        await self._expire(ccid, call_id)
+
+    async def _expire(self, ccid: str, call_id: str) -> None:
+        """A dropped stream did not come back within the grace: the call is over."""
+        if self._host is None:
             return
         call = self._host.get(call_id)
         if call is None or call.terminal:
@@ -583,6 +809,96 @@ class Carrier:
         await self._host.handle_event(CallEvent(
             "call.ended", call_id=call_id, provider_call_id=ccid, timestamp=time.time(),
             reason=CallState.COMPLETED, dedupe_key=f"telnyx:grace:{ccid}:{time.time_ns()}"))
+
+    # ------------------------------------------------------------------ realtime streams
+    async def handle_realtime_stream(self, ws: MediaSocket, ccid: str) -> None:
+        """Run one realtime media stream (its path token already claimed for ``ccid``)."""
+        host = self._host_or_raise()
+        if self.rt is None:
+            await ws.close(1008, "Realtime voice unavailable")
+            return
+        hello = await self._await_start(ws)
+        if hello is None:
+            return
+        start = hello[1]
+        call = host.get(ccid)
+        # Token binding: the stream must be the one of the call the token was issued for.
+        if start.call_control_id != ccid or call is None or call.terminal \
+                or call.provider_call_id != ccid:
+            log.warning("stream.realtime_call_mismatch",
+                        extra={"call_id": call.call_id if call is not None else None})
+            await ws.close(1008, "Unknown call or bad stream token")
+            return
+        if start.encoding.upper() != media.ENCODING or start.sample_rate != media.SAMPLE_RATE:
+            log.warning("stream.unexpected_format", extra={
+                "call_id": call.call_id, "why": f"{start.encoding}/{start.sample_rate}"})
+        ws.started()
+        state = self._rt.get(ccid)
+        if state is None:       # e.g. a stream of a call this process did not start
+            state = self._rt[ccid] = _RtStream(call.call_id)
+        state.attempts = 0
+        state.attached_once = True
+        state.carrier_stop = False
+        await self.rt.serve(host, call, ccid,  # type: ignore[arg-type]
+                            _TelnyxPort(ws),
+                            lambda bridge: self._read_realtime(ws, bridge, ccid, state))
+        if self.rt.bridge(ccid) is not None and not self.rt.attached(ccid) \
+                and not state.carrier_stop:
+            # The socket went under a live model session, which waits out the grace.
+            # Telnyx does not redial on its own: ask for a new stream now. (After a
+            # ``stop`` the call is usually ending; a ``streaming.stopped`` webhook
+            # brings the stream back if it is not.)
+            self._realtime_restart(ccid, "stream lost")
+
+    async def _read_realtime(self, ws: MediaSocket, bridge: RealtimeBridge, ccid: str,
+                             state: _RtStream) -> None:
+        while True:
+            try:
+                text = await ws.receive_text()
+            except StreamClosed:
+                return
+            try:
+                frame = media.parse_frame(text)
+            except ProtocolError as exc:
+                log.warning("stream.bad_frame", extra={"call_id": bridge.call_id,
+                                                       "why": str(exc)})
+                await ws.close(1007, "malformed frame")
+                return
+            if isinstance(frame, media.Media):
+                if frame.track == "inbound":
+                    await bridge.on_audio(frame.payload)
+            elif isinstance(frame, media.Mark):
+                bridge.on_mark(frame.name)
+            elif isinstance(frame, media.Dtmf):
+                # Merged with the call.dtmf.received webhook; to the model, never a hangup.
+                if self._merger(ccid).accept("stream", frame.digit, time.monotonic()):
+                    await bridge.on_dtmf(frame.digit)
+            elif isinstance(frame, media.Error):
+                log.warning("stream.error_frame", extra={
+                    "call_id": bridge.call_id,
+                    "why": f"{frame.code} {frame.title} {frame.detail}"})
+            elif isinstance(frame, media.Stop):
+                state.carrier_stop = True
+                return
+
+
+class _TelnyxPort:
+    """A realtime bridge's view of a Telnyx media stream: media, mark and clear frames."""
+
+    def __init__(self, ws: MediaSocket) -> None:
+        self.ws = ws
+
+    async def send_media(self, frame: bytes) -> None:
+        await self.ws.send_text(media.encode_media(frame))
+
+    async def send_mark(self, name: str) -> None:
+        await self.ws.send_text(media.encode_mark(name))
+
+    async def send_clear(self) -> None:
+        await self.ws.send_text(media.encode_clear())
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.ws.close(code, reason)
 
 
 def verify_request(req: RequestView, body: bytes, public_key: bytes, *,
@@ -608,7 +924,8 @@ def _tts_voice(cfg: VoiceCallConfig) -> str | None:
 
 
 def build(loaded: LoadedConfig, home: Path, *, stream_secret: bytes, stt: STT | None,
-          tts: TTS | None) -> Carrier:
+          tts: TTS | None, realtime: RealtimeProvider | None = None,
+          workspace_dir: Path | None = None) -> Carrier:
     """The runtime's Telnyx carrier (``runtime.build_carrier`` calls this)."""
     cfg = loaded.config
     tx = cfg.telnyx
@@ -626,4 +943,4 @@ def build(loaded: LoadedConfig, home: Path, *, stream_secret: bytes, stt: STT | 
     rest = TelnyxRest(tx.api_key.reveal(), base_url=tx.api_base_url)
     return Carrier(cfg, rest, connection_id=tx.connection_id, public_key=public_key,
                    public_url=cfg.public_url, stream_secret=stream_secret, stt=stt, tts=tts,
-                   voice=_tts_voice(cfg))
+                   voice=_tts_voice(cfg), realtime=realtime, workspace_dir=workspace_dir)

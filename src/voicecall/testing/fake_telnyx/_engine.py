@@ -8,7 +8,11 @@ Deliberate simplifications (each is the more demanding choice for the gateway):
 webhooks of one call leg are delivered one at a time in order (Telnyx may deliver
 them concurrently); ``client_state`` set by any command is echoed in every later
 webhook of the leg; a keypress on a leg with a media stream is reported both as a
-stream ``dtmf`` frame and as a ``call.dtmf.received`` webhook.
+stream ``dtmf`` frame and as a ``call.dtmf.received`` webhook; a stream that ends
+under a live call (dropped, or closed by the gateway) is reported with
+``streaming.stopped`` [guessed: the reference documents the event, not when it is
+sent] and never redialled unless the gateway sends ``streaming_start`` again (or a
+test calls ``reconnect_stream``).
 """
 
 from __future__ import annotations
@@ -496,6 +500,12 @@ class CallEngine:
         live = self._live[call.call_control_id]
         if live.session is session:
             live.session = None
+        if session.record.end_reason in ("dropped", "closed-by-gateway") and session.started \
+                and call.state != "hangup" and self.timings.stream_stopped_webhooks:
+            # The stream ended under a live call (lost, or closed by the gateway): Telnyx
+            # reports it, and does not redial by itself (a new streaming_start does).
+            self._emit(call, "streaming.stopped", stream_url=session.record.url,
+                       stream_id=session.stream_id)
 
 
 def _iso(ts: float) -> str:

@@ -44,6 +44,7 @@ class Timings:
     close_timeout: float = 2.0
     inbound_answer_timeout: float = 10.0  # a parked inbound call nobody answers: caller gives up
     dtmf_webhooks_with_stream: bool = True  # keypresses: stream frame *and* webhook
+    stream_stopped_webhooks: bool = True  # streaming.stopped when a stream ends mid-call
 
     @property
     def playback_is_realtime(self) -> bool:

@@ -101,3 +101,39 @@ async def test_lead_is_small_and_constant() -> None:
     ahead = [(i + 1) * STEP - (t - result.first_frame_at) for i, t in enumerate(sent_at)]
     assert max(ahead) <= (LEAD_FRAMES + 1) * STEP + 1e-9
     assert min(ahead[LEAD_FRAMES:]) >= LEAD_FRAMES * STEP - 0.004 - 1e-9
+
+
+async def test_no_frame_goes_out_after_a_clear_that_lands_during_pacing() -> None:
+    # The clear arrives while the queue sleeps until the next frame is due: that
+    # frame must not be sent after the carrier buffer was cleared.
+    sent: list[int] = []
+    cleared_at: list[int] = []
+    queue: PlaybackQueue
+    sleeping = asyncio.Event()
+    resume = asyncio.Event()
+
+    async def sleep(delay: float) -> None:
+        sleeping.set()
+        await resume.wait()
+
+    async def send_media(frame: bytes) -> None:
+        sent.append(len(sent))
+
+    async def send_mark(name: str) -> None:
+        queue.on_mark(name)
+
+    async def send_clear() -> None:
+        cleared_at.append(len(sent))
+
+    queue = PlaybackQueue(send_media, send_mark, send_clear, sleep=sleep)
+
+    async def audio() -> AsyncIterator[bytes]:
+        yield b"\xff" * FRAME_BYTES * 50
+
+    playing = asyncio.create_task(queue.play(audio()))
+    await asyncio.wait_for(sleeping.wait(), 2)      # the lead is out; pacing the next frame
+    await queue.clear()
+    resume.set()
+    result = await asyncio.wait_for(playing, 2)
+    assert result.outcome == "skipped"
+    assert cleared_at == [LEAD_FRAMES + 1] and len(sent) == LEAD_FRAMES + 1

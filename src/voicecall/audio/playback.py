@@ -76,11 +76,15 @@ class PlaybackQueue:
                         return self._cut(sent, start)
                     start = start if start is not None else self._clock()
                     await self._pace(start, sent)
+                    if gen != self._generation or self._closed:
+                        return self._cut(sent, start)     # cleared while we waited
                     await self._send_media(frame)
                     sent += 1
             if pending and gen == self._generation:
                 start = start if start is not None else self._clock()
                 await self._pace(start, sent)
+                if gen != self._generation or self._closed:
+                    return self._cut(sent, start)
                 await self._send_media(pending + b"\xff" * (FRAME_BYTES - len(pending)))
                 sent += 1
         except Exception as exc:  # a failed synthesis or a dead socket: report, don't raise

@@ -28,8 +28,8 @@ async def test_dropped_stream_comes_back_on_the_same_model_session(tmp_path: Pat
             # <Redirect> after <Connect>, and the webhook connects a new stream.
             await r.fake.wait_for(lambda: len(fake_call.outbound_audio) > (400 + 800) * 8, 10)
             await r.fake.drop_stream(sid, next_verb=True)
-            await r.fake.wait_for(lambda: len(fake_call.streams) == 2
-                                  and fake_call.streams[1].frames_in, 5)
+            host = r.manager.carrier.rt  # type: ignore[attr-defined]
+            await r.fake.wait_for(lambda: len(fake_call.streams) == 2 and host.attached(sid), 5)
             first, second = fake_call.streams
             assert first.end_reason == "dropped"
             assert first.url != second.url            # a fresh single-use token

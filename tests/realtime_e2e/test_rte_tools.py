@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ async def test_consult_round_trip_openai(tmp_path: Path, policy: str) -> None:
                 rig(tmp_path, callee=CalleeScript(replies=["When do you open?"]),
                     **openai_cfg(oa, toolPolicy=policy, tools=[CUSTOM, IMPOSTOR])) as r:
             sid, _ = await r.inbound()
-            await r.fake.wait_for(lambda: oa.tool_outputs, 10)
+            await r.fake.wait_for(lambda: oa.continued_results, 10)
             call = r.manager.get(sid)
             assert call is not None
             names = [t["name"] for t in oa.last.config["tools"]]
@@ -48,10 +49,10 @@ async def test_consult_round_trip_openai(tmp_path: Path, policy: str) -> None:
             assert "User request:\nWhen does the clinic open?" in req.user_text
             assert req.tools_allow == (SAFE_READ_ONLY_TOOLS if policy == "safe-read-only"
                                        else None)
-            # Its answer went back as the tool output and the model spoke it.
-            assert oa.tool_outputs[0] == {"call_id": oa.tool_outputs[0]["call_id"],
-                                          "name": CONSULT_TOOL_NAME,
-                                          "output": "The clinic opens at nine."}
+            # The tool output was the interim "working" status; the answer followed as a
+            # message naming the call (see test_rte_consult_flow), and the model spoke it.
+            assert json.loads(oa.tool_outputs[0]["output"])["status"] == "working"
+            assert oa.continued_results[0]["output"] == "The clinic opens at nine."
             await r.wait_call(call.call_id, lambda c: any(
                 t.text == "Result: The clinic opens at nine." for t in c.transcript))
     await asyncio.wait_for(run(), BOUND)
@@ -63,11 +64,12 @@ async def test_consult_round_trip_gemini(tmp_path: Path) -> None:
                 rig(tmp_path, callee=CalleeScript(replies=["When do you open?"]),
                     **google_cfg(gm)) as r:
             sid, _ = await r.inbound()
-            await r.fake.wait_for(lambda: gm.tool_outputs, 10)
+            await r.fake.wait_for(lambda: len(gm.tool_outputs) == 2, 10)
             decls = gm.last.config["tools"][0]["functionDeclarations"]
             assert [d["name"] for d in decls] == [CONSULT_TOOL_NAME, END_CALL_TOOL_NAME]
             assert r.responder.requests[0].tools_allow == SAFE_READ_ONLY_TOOLS
-            assert gm.tool_outputs[0]["response"] == {"output": "The clinic opens at nine."}
+            assert gm.tool_outputs[0]["will_continue"] is True       # interim, then final
+            assert gm.tool_outputs[1]["response"] == {"output": "The clinic opens at nine."}
             call = r.manager.get(sid)
             assert call is not None
             await r.wait_call(call.call_id, lambda c: any(

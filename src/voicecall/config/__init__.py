@@ -17,6 +17,7 @@ from .exposure import is_private_host, private_host_reason, webhook_exposure
 from .migrate import detect_legacy_keys, migrate_legacy
 from .model import MOCK_FROM_NUMBER, VoiceCallConfig
 from .routing import (
+    agent_workspace,
     deep_merge,
     digits_only,
     effective_config,
@@ -64,6 +65,7 @@ __all__ = [
     "EMBEDDED_DEFAULTS",
     "MOCK_FROM_NUMBER",
     "AgentContextConfig",
+    "agent_workspace",
     "AgentIdentity",
     "AgentProfile",
     "ConfigValidationError",

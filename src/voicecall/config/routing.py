@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .fields import E164_RE
@@ -135,3 +136,11 @@ def effective_tts(
     )
     merged.setdefault("timeoutMs", DEFAULT_TTS_TIMEOUT_MS)
     return merged
+
+
+def agent_workspace(cfg: VoiceCallConfig, agent_id: str, default: Path | None) -> Path | None:
+    """``agents.<id>.workspace``, else the gateway's default workspace."""
+    profile = cfg.agents.get(agent_id)
+    if profile is not None and profile.workspace:
+        return Path(profile.workspace)
+    return default

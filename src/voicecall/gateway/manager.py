@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicecall.agent import ResponseRequest, SessionMemory
 from voicecall.agent.base import Responder
@@ -46,6 +46,9 @@ from voicecall.errors import (
     VoicecallError,
 )
 from voicecall.store import CallStore
+
+if TYPE_CHECKING:
+    from voicecall.gateway.realtime.fast import FastContext
 
 log = logging.getLogger("voicecall.manager")
 
@@ -120,6 +123,8 @@ class CallManager:
         self.responder = responder
         self.clock = clock
         self.memory = memory or SessionMemory()
+        # Realtime fastContext search (set by the runtime when enabled).
+        self.fast_context: FastContext | None = None
         self._calls: dict[str, Call] = {}
         self._live: dict[str, _Live] = {}
         self._by_provider: dict[str, str] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from voicecall.config import (
 )
 from voicecall.errors import ConfigError, SetupIncompleteError
 from voicecall.gateway.manager import CallManager
+from voicecall.gateway.realtime.fast import FastContext
 from voicecall.speech.builtin import register_builtins
 from voicecall.speech.realtime.base import RealtimeProvider
 from voicecall.speech.registry import resolve_stt, resolve_tts, tts_names
@@ -222,6 +224,7 @@ async def open_runtime(loaded: LoadedConfig, home: Path, *, carrier: Carrier | N
         return Runtime(loaded, home, store, None, error)
     try:
         manager = CallManager(cfg, carrier, store, responder or build_responder(cfg))
+        manager.fast_context = _fast_context(cfg, store, home)
         await manager.start()
     except BaseException:
         store.close()
@@ -229,7 +232,21 @@ async def open_runtime(loaded: LoadedConfig, home: Path, *, carrier: Carrier | N
     return Runtime(loaded, home, store, manager, None)
 
 
+def _fast_context(cfg: VoiceCallConfig, store: CallStore, home: Path) -> FastContext | None:
+    """The fastContext index, its encoder loading in the background from now on."""
+    if not (cfg.realtime.enabled and cfg.realtime.fast_context.enabled):
+        return None
+    index = FastContext(cfg, store, home)
+    # A daemon thread: loading the model (~0.3 s) and embedding the memory files
+    # must neither delay the gateway's start nor hold up its shutdown.
+    threading.Thread(target=index.warm, args=(cfg.agent_id or "main",),
+                     name="fast-context-warm", daemon=True).start()
+    return index
+
+
 async def close_runtime(rt: Runtime, *, handover: bool | None = None) -> None:
     if rt.manager is not None:
         await rt.manager.aclose(handover=handover)
+        if rt.manager.fast_context is not None:
+            rt.manager.fast_context.close()
     rt.store.close()

@@ -39,7 +39,11 @@ Behaviour:
   ``chunk_ms`` chunks ``pace_s`` apart, ``outputTranscription`` word by word,
   ``generationComplete``, then ``turnComplete`` with ``usageMetadata``;
   ``FunctionCall`` -> ``toolCall`` and the model waits for the matching
-  ``toolResponse`` id, then says the call's ``then`` (or "Result: <output>").
+  ``toolResponse`` id, then says the call's ``then`` (or "Result: <output>"),
+  after any reply still playing; ``scheduling: SILENT`` gets no reply. A
+  function declared ``NON_BLOCKING`` may answer with ``willContinue: true``
+  first: the call stays open and the model says ``CHECKING`` (blocking calls
+  ignore ``willContinue``, as the service does: that response is final).
   A ``clientContent`` turn with ``turnComplete`` gets a reply that speaks the
   last quoted text in it (greeting / ``say``), else the next script item;
 - barge-in: caller speech during a reply, or while a tool call waits for its
@@ -90,10 +94,12 @@ from websockets.protocol import State
 
 from voicecall.audio.resample import pcm16_bytes
 from voicecall.testing.fake_openai_realtime import (
+    CHECKING,
     FunctionCall,
     ScriptItem,
     Speech,
     last_quoted,
+    spoken_result,
     tone_pcm,
     word_schedule,
 )
@@ -590,30 +596,70 @@ class _Live:
             raise _Bad(1007, INVALID)
         convo = self.convo
         assert convo is not None
+        silent = False
         for fr in responses:
             fr = _obj(fr, "tool_response.function_responses")
             _unknown(fr, ("id", "name", "response", "scheduling", "willContinue"),
                      "tool_response.function_responses")
             response = _obj(fr.get("response"), "tool_response.function_responses.response")
+            if "scheduling" in fr:
+                _enum(fr["scheduling"], ("SCHEDULING_UNSPECIFIED", "SILENT", "WHEN_IDLE",
+                                         "INTERRUPT"), "tool_response.scheduling")
+            silent = silent or fr.get("scheduling") == "SILENT"
             call_id = str(fr.get("id", ""))
-            call = convo.open_calls.pop(call_id, None)
-            self.fake.tool_outputs.append({"id": call_id, "name": fr.get("name"),
-                                           "response": response, "known": call is not None})
+            call = convo.open_calls.get(call_id)
+            interim = (call is not None and fr.get("willContinue") is True
+                       and self.behavior(call.name) == "NON_BLOCKING")
+            record: dict[str, Any] = {"id": call_id, "name": fr.get("name"),
+                                      "response": response, "known": call is not None}
+            for key, field_name in (("willContinue", "will_continue"),
+                                    ("scheduling", "scheduling")):
+                if key in fr:
+                    record[field_name] = fr[key]
+            self.fake.tool_outputs.append(record)
+            if interim:
+                if fr.get("scheduling") != "SILENT":
+                    self.reply_after(Speech(CHECKING, ms=300))
+                continue
+            convo.open_calls.pop(call_id, None)
             if call is not None:
                 convo.answered.append((call, response.get("output", response)))
         if self.fake.close_after_tool_response is not None:
             self.close(*self.fake.close_after_tool_response)
             return
-        if convo.answered and not convo.open_calls and not self.replying:
+        if convo.answered and not convo.open_calls:
             call, output = convo.answered[0]
             convo.answered.clear()
-            text = output if isinstance(output, str) else json.dumps(output)
-            self.reply(call.then or Speech(f"Result: {text}"))
+            if not silent:
+                self.reply_after(spoken_result(call, output))
+
+    def behavior(self, name: str) -> str:
+        """How ``name`` was declared: ``BLOCKING`` (the default) or ``NON_BLOCKING``."""
+        for tool in (self.setup or {}).get("tools") or []:
+            for decl in tool.get("functionDeclarations") or []:
+                if decl.get("name") == name:
+                    return str(decl.get("behavior") or "BLOCKING")
+        return "BLOCKING"
 
     # -------------------------------------------------------- the model
 
     def reply(self, item: ScriptItem) -> None:
         self.reply_task = self.spawn(self.respond(item))
+
+    def reply_after(self, item: ScriptItem) -> None:
+        """Reply once the reply still playing (if any) is over."""
+        before = self.reply_task
+
+        async def after() -> None:
+            if before is not None and not before.done():
+                try:
+                    await asyncio.wait({before})
+                except asyncio.CancelledError:
+                    before.cancel()      # interrupted while queued: the earlier reply too
+                    raise
+            await self.respond(item)
+
+        self.reply_task = self.spawn(after())
 
     async def respond(self, item: ScriptItem) -> None:
         if self.fake.response_delay:

@@ -37,7 +37,12 @@ Behaviour:
   of ``chunk_ms`` each in the session's output format, ``pace_s`` apart, with
   the transcript word by word; ``FunctionCall``: a ``function_call`` item and
   ``response.function_call_arguments.done``; its ``function_call_output`` plus
-  ``response.create`` gets the call's ``then`` speech, or "Result: <output>").
+  ``response.create`` gets the call's ``then`` speech, or "Result: <output>";
+  an interim output (JSON ``status: "working"``) gets ``CHECKING`` instead, and
+  the call's final result may then come as a ``message`` item quoting the
+  ``call_id``: recorded in ``continued_results``, the next response says
+  ``then`` or "Result: <the message after its first line>"; a second
+  ``function_call_output`` for a ``call_id`` is an error, as on the service).
   A ``response.create`` whose instructions quote a text (greeting, ``say``)
   speaks the last quoted text instead. ``legacy_names`` uses the beta event
   names (``response.audio.delta``...) to test clients accept both;
@@ -57,8 +62,8 @@ Behaviour:
 
 Records: ``connections`` (``ConnRecord`` per attempt: ``headers``, ``query``,
 ``config`` = the session in force, ``messages`` = client events except audio,
-``sent`` = server events), ``truncations``, ``tool_outputs``, ``replies``,
-``interruptions``, ``responses_requested``.
+``sent`` = server events), ``truncations``, ``tool_outputs``,
+``continued_results``, ``replies``, ``interruptions``, ``responses_requested``.
 """
 
 from __future__ import annotations
@@ -103,6 +108,7 @@ from voicecall.testing.fake_stt.openai import (
 )
 
 __all__ = [
+    "CHECKING",
     "DEFAULT_API_KEY",
     "FakeOpenAIRealtime",
     "FunctionCall",
@@ -139,6 +145,7 @@ class FunctionCall:
 
 ScriptItem = Speech | FunctionCall
 DEFAULT_REPLY = Speech("Okay.", ms=300)
+CHECKING = "Let me check on that."      # what the "model" says to an interim tool output
 _QUOTED = re.compile(r"\"([^\"]+)\"")
 
 
@@ -146,6 +153,24 @@ def last_quoted(text: str) -> str | None:
     """The last double-quoted text in ``text`` (what a greeting / ``say`` asks to speak)."""
     found = _QUOTED.findall(text or "")
     return found[-1] if found else None
+
+
+def is_interim(output: Any) -> bool:
+    """A tool output that only says the work is still going on (``status: "working"``)."""
+    if isinstance(output, str):
+        try:
+            output = json.loads(output)
+        except ValueError:
+            return False
+    return isinstance(output, dict) and output.get("status") == "working"
+
+
+def spoken_result(call: FunctionCall, output: Any) -> Speech:
+    """What the "model" says once a tool output arrived."""
+    if is_interim(output):
+        return Speech(CHECKING, ms=300)
+    text = output if isinstance(output, str) else json.dumps(output)
+    return call.then or Speech(f"Result: {text}")
 
 
 def tone_pcm(ms: int, rate: int, freq: float = 330.0, level: float = 0.3) -> npt.NDArray[np.int16]:
@@ -393,6 +418,7 @@ class _Session:
         self.current_item: _Item | None = None
         self.open_calls: dict[str, FunctionCall] = {}
         self.answered: list[tuple[FunctionCall, str]] = []
+        self.continued: dict[str, FunctionCall] = {}    # interim output in, final due
         self.tasks: set[asyncio.Task[None]] = set()
 
     # -------------------------------------------------------- helpers
@@ -622,6 +648,8 @@ class _Session:
             self.fake.tool_outputs.append({"call_id": call_id, "name": call.name,
                                            "output": output})
             self.answered.append((call, output))
+            if is_interim(output):
+                self.continued[str(call_id)] = call
             self.add_item(_Item(self.conn.next_id("item"), "function_call_output",
                                 call_id=str(call_id)))
         elif kind == "message":
@@ -633,6 +661,14 @@ class _Session:
             content = item.get("content") or []
             text = " ".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
             self.add_item(_Item(self.conn.next_id("item"), "message", role, transcript=text))
+            late = next((cid for cid in self.continued
+                         if re.search(rf"\b{re.escape(cid)}\b", text)), None)
+            if late is not None:
+                call = self.continued.pop(late)
+                body = text.split("\n", 1)[1] if "\n" in text else text
+                self.fake.continued_results.append({"call_id": late, "name": call.name,
+                                                    "role": role, "output": body})
+                self.answered.append((call, body))
         else:
             self.error("invalid_value", f"Invalid value: '{kind}'. Supported values are: "
                        "'message', 'function_call', and 'function_call_output'.",
@@ -687,7 +723,7 @@ class _Session:
         if self.answered:
             call, output = self.answered.pop(0)
             self.answered.clear()
-            item: ScriptItem = call.then or Speech(f"Result: {output}")
+            item: ScriptItem = spoken_result(call, output)
         elif quoted:
             item = Speech(quoted, ms=self.fake.say_ms)
         else:
@@ -842,6 +878,7 @@ class FakeOpenAIRealtime(FakeSttServer):
         self.legacy_names = legacy_names
         self.truncations: list[dict[str, Any]] = []
         self.tool_outputs: list[dict[str, Any]] = []
+        self.continued_results: list[dict[str, Any]] = []
         self.replies: list[dict[str, Any]] = []
         self.responses_requested: list[dict[str, Any]] = []
         self.interruptions = 0

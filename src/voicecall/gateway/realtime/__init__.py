@@ -21,9 +21,9 @@ from voicecall.gateway.realtime.consult import (
 from voicecall.gateway.realtime.context import build_agent_context, build_instructions
 from voicecall.gateway.realtime.fast import (
     FAST_MISS_TEXT,
+    FastContext,
     Snippet,
     fast_context_text,
-    search_transcripts,
 )
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "CONSULT_TOOL_NAME",
     "END_CALL_TOOL_NAME",
     "FAST_MISS_TEXT",
+    "FastContext",
     "SAFE_READ_ONLY_TOOLS",
     "SUBSTANTIVE_GUIDANCE",
     "Consulter",
@@ -44,6 +45,5 @@ __all__ = [
     "consult_guidance",
     "consult_prompt",
     "fast_context_text",
-    "search_transcripts",
     "tools_allow",
 ]

@@ -23,9 +23,11 @@ Per call (``openclaw-voice-call.md`` §7, the seed's 即時語音對話):
   ``call.said`` for the model; ``ack=False``: nothing re-sends them); caller
   keypresses are recorded and handed to the model as a text turn (they never
   end the call);
-- tool calls: the consult goes to ``consult.Consulter`` and its answer is the
-  tool output; ``openclaw_end_call`` waits for the farewell to be heard, then
-  hangs up; custom tools get an "unavailable" result;
+- tool calls: the consult goes to ``consult_flow.ConsultFlow`` (settle, one
+  consult in flight, interim then final result, host-forced consults for
+  ``consultPolicy: always``), which runs ``consult.Consulter``;
+  ``openclaw_end_call`` waits for the farewell to be heard, then hangs up;
+  custom tools get an "unavailable" result;
 - the provider closing (or failing) ends the call.
 """
 
@@ -45,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from voicecall.audio.g711 import FRAME_MS
 from voicecall.audio.playback import PlaybackQueue
 from voicecall.calls import Call, CallEvent, CallState
-from voicecall.config import VoiceCallConfig
+from voicecall.config import VoiceCallConfig, effective_config
 from voicecall.errors import VoicecallError
 from voicecall.gateway.realtime.consult import (
     CONSULT_TOOL_NAME,
@@ -54,6 +56,7 @@ from voicecall.gateway.realtime.consult import (
     build_tools,
     call_session_key,
 )
+from voicecall.gateway.realtime.consult_flow import ConsultFlow
 from voicecall.gateway.realtime.context import build_instructions
 from voicecall.speech.realtime.base import (
     RealtimeEvent,
@@ -134,6 +137,7 @@ class RealtimeBridge:
         self._speaking = False
         self._last_user_text = ""
         self.consulter = Consulter(manager, self.call_id, lambda: self._last_user_text)
+        self.consults = ConsultFlow(self, self.consulter)
         self.barge_ins = 0
         self.clears = 0
         self.truncations: list[Truncation] = []
@@ -155,8 +159,20 @@ class RealtimeBridge:
             tools=build_tools(self.config.realtime),
             greeting=greeting or None)
         self.session = await self.provider.open(self.call_id, self.setup)
+        self._prime_fast_context(call)
         log.info("realtime.bridge_started", extra={"call_id": self.call_id,
                                                    "provider": self.provider.name})
+
+    def _prime_fast_context(self, call: Call | None) -> None:
+        """Embed this caller's past calls now, in a thread, not at the first question."""
+        index = self.manager.fast_context
+        fc = self.config.realtime.fast_context
+        if index is None or call is None or not fc.enabled:
+            return
+        agent = effective_config(self.config, call.number_route_key).agent_id or "main"
+        self._spawn(asyncio.to_thread(
+            index.prime, agent, session_key=call_session_key(self.config, call),
+            exclude_call_id=call.call_id, sources=fc.sources))
 
     async def run(self) -> None:
         """Pump provider events until the session closes; then the call ends."""
@@ -302,6 +318,8 @@ class RealtimeBridge:
                 await self._event("call.listening")
         elif ev.type == "transcript" and ev.final and ev.text.strip():
             await self._on_transcript(ev.role or "assistant", ev.text.strip())
+        elif ev.type == "transcript" and ev.role == "user" and ev.text.strip():
+            self.consults.note_partial(ev.text)     # the caller is still talking (settle)
         elif ev.type == "tool-call":
             self._spawn(self._on_tool_call(ev))
 
@@ -311,6 +329,7 @@ class RealtimeBridge:
             return
         if role == "user":
             self._last_user_text = text
+            self.consults.note_final(text)          # may arm a host-forced consult
             await self._event("call.speech", transcript=text, is_final=True)
         else:
             self.manager.memory.add(call_session_key(self.config, call), "bot", text)
@@ -447,8 +466,9 @@ class RealtimeBridge:
         if not isinstance(args, dict):
             args = {}
         if name == CONSULT_TOOL_NAME and self.config.realtime.tool_policy != "none":
-            output = await self.consulter.consult(args)
-        elif name == END_CALL_TOOL_NAME:
+            await self.consults.on_tool_call(call_id, args)   # sends interim/final itself
+            return
+        if name == END_CALL_TOOL_NAME:
             refused = await self._end_call()
             if refused is None:
                 return      # hung up: nothing more to say
@@ -478,3 +498,12 @@ class RealtimeBridge:
             return f"Hanging up failed ({exc}); tell the caller and keep talking."
         return None
 
+    # ---------------------------------------------------------------- consult host
+
+    def spawn_task(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` for the call's life (``aclose`` cancels it)."""
+        return self._spawn(coro)
+
+    async def clear_outbound(self) -> None:
+        """A host-forced consult takes over: stop what the model is saying (barge-in path)."""
+        await self._barge_in(truncate=self.provider.capabilities.truncation)

@@ -4,12 +4,15 @@
 (never disabled), then custom ``realtime.tools`` that cannot replace either by
 name (``openclaw-voice-call.md`` §7.3-§7.4). The consult runs the call's
 responder with the consult prompt; the session key is the call's stored key,
-else ``sessionScope``; the tool policy travels as ``tools_allow``.
+else ``sessionScope``; the tool policy travels as ``tools_allow``. When and how
+often it runs (settle, de-dup, interim result, host-forced consult) is
+``consult_flow``'s business.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -23,7 +26,6 @@ from voicecall.gateway.realtime.fast import (
     FAST_MISS_TEXT,
     Snippet,
     fast_context_text,
-    search_transcripts,
 )
 from voicecall.speech.realtime.base import RealtimeTool
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALWAYS_GUIDANCE",
+    "asked_question",
     "Consulter",
     "CONSULT_TOOL",
     "CONSULT_TOOL_NAME",
@@ -116,7 +119,9 @@ def build_tools(rt: RealtimeConfig) -> list[RealtimeTool]:
     """Consult (unless ``toolPolicy: none``), end-call, then custom tools (no overrides)."""
     tools: list[RealtimeTool] = []
     if rt.tool_policy != "none":
-        tools.append(CONSULT_TOOL)
+        # An interim "working" result goes first unless fast context answers quickly.
+        tools.append(dataclasses.replace(CONSULT_TOOL,
+                                         interim_results=not rt.fast_context.enabled))
     tools.append(END_CALL_TOOL)
     reserved = {CONSULT_TOOL_NAME, END_CALL_TOOL_NAME}
     seen: set[str] = set()
@@ -170,12 +175,17 @@ def call_session_key(config: VoiceCallConfig, call: Call) -> str:
                            call.from_number, call.to_number, eff.agent_id or "main")
 
 
-def question_of(args: Mapping[str, Any], fallback: str) -> str:
+def asked_question(args: Mapping[str, Any]) -> str | None:
+    """The question the model put in the call (``question``, ``prompt``, ``query``, ``task``)."""
     for key in ("question", "prompt", "query", "task"):
         value = args.get(key)
         if isinstance(value, str) and value.strip():
             return value.strip()
-    return fallback
+    return None
+
+
+def question_of(args: Mapping[str, Any], fallback: str) -> str:
+    return asked_question(args) or fallback
 
 
 class Consulter:
@@ -189,11 +199,12 @@ class Consulter:
         self._last_user_text = last_user_text
         self._lock = asyncio.Lock()      # one consult in flight per call
 
-    async def consult(self, args: Mapping[str, Any]) -> str:
+    async def consult(self, args: Mapping[str, Any], fallback: str | None = None) -> str:
+        """The answer for one consult; ``fallback``: the question when the model gave none."""
         call = self.manager.get(self.call_id)
         if call is None:
             return "The call has ended."
-        question = question_of(args, self._last_user_text())
+        question = question_of(args, fallback or self._last_user_text())
         context = args.get("context") if isinstance(args.get("context"), str) else None
         style = args.get("responseStyle") if isinstance(args.get("responseStyle"), str) \
             else None
@@ -235,37 +246,19 @@ class Consulter:
 
     async def _fast_context(self, call: Call, question: str,
                             context: str | None) -> list[Snippet]:
+        """The local index's hits within ``timeoutMs`` (a timeout is a miss)."""
         fc = self.config.realtime.fast_context
+        index = self.manager.fast_context
+        if index is None:
+            return []
+        agent = effective_config(self.config, call.number_route_key).agent_id or "main"
         query = question + ("\n\n" + context if context else "")
-        session = call_session_key(self.config, call)
-        docs: list[tuple[str, str, str]] = []
-        if "memory" in fc.sources:
-            for i, turn in enumerate(self.manager.memory.history(session)):
-                docs.append(("memory", f"session:{session}#{i}", turn.text))
-        store = self.manager.store
-
-        def load_sessions() -> list[tuple[str, str, str]]:
-            out: list[tuple[str, str, str]] = []
-            for past in store.list(limit=200):
-                # Only this caller's own session: never another caller's transcript.
-                if past.call_id == call.call_id or past.session_key != session:
-                    continue
-                entries = past.transcript
-                for start in range(0, len(entries), 4):
-                    window = entries[start:start + 4]
-                    text = "\n".join(f"{'Caller' if e.speaker == 'user' else 'Agent'}: "
-                                     f"{e.text}" for e in window)
-                    out.append(("sessions", f"call:{past.call_id}:{start}-"
-                                f"{start + len(window) - 1}", text))
-            return out
-
-        async def search() -> list[Snippet]:
-            if "sessions" in fc.sources:
-                docs.extend(await asyncio.to_thread(load_sessions))
-            return search_transcripts(query, docs, fc.max_results)
-
         try:
-            return await asyncio.wait_for(search(), fc.timeout_ms / 1000)
+            # On a timeout the search still finishes in its thread and fills the cache.
+            return await asyncio.wait_for(asyncio.to_thread(
+                index.search, agent, query, session_key=call_session_key(self.config, call),
+                exclude_call_id=call.call_id, sources=fc.sources,
+                max_results=fc.max_results), fc.timeout_ms / 1000)
         except (TimeoutError, OSError, VoicecallError) as exc:
             log.info("realtime.fast_context_miss", extra={"call_id": call.call_id,
                                                           "why": type(exc).__name__})

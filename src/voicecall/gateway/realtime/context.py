@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from voicecall.config import AgentIdentity, VoiceCallConfig, effective_config
+from voicecall.config import AgentIdentity, VoiceCallConfig, agent_workspace, effective_config
 from voicecall.gateway.realtime.consult import CONSULT_TOOL_NAME, consult_guidance
 
 __all__ = ["agent_identity", "agent_workspace", "build_agent_context", "build_instructions"]
@@ -23,14 +23,6 @@ _IDENTITY_LABELS = {"name": "Name", "emoji": "Emoji", "vibe": "Vibe", "theme": "
 # "- **Name:** Ada", "Name: Ada", "* Creature: fox" (markdown emphasis is stripped first).
 _IDENTITY_LINE = re.compile(r"^\s*[-*+]?\s*(name|emoji|vibe|theme|creature|persona)\s*:\s*(.*)$",
                             re.IGNORECASE)
-
-
-def agent_workspace(cfg: VoiceCallConfig, agent_id: str, default: Path | None) -> Path | None:
-    """``agents.<id>.workspace``, else the gateway's default workspace."""
-    profile = cfg.agents.get(agent_id)
-    if profile is not None and profile.workspace:
-        return Path(profile.workspace)
-    return default
 
 
 def _parse_identity(text: str) -> AgentIdentity | None:

@@ -1,86 +1,33 @@
-"""Fast context for the consult tool: snippets of past transcripts found locally (§7.6)."""
+"""Fast context for the consult tool (§7.6): snippets found locally within ``timeoutMs``.
+
+``FastContext`` is the gateway's search: one ``voicecall.memory.ContextIndex``
+per agent workspace (``agents.<id>.workspace``, else ``<home>/workspace``), all
+sharing one encoder and one vector cache file (``<home>/memory-index.sqlite``).
+The encoder is loaded and the workspace's memory files embedded at gateway
+start (``warm``, in a thread); a call's own history is embedded when its
+realtime session opens (``prime``), so the first question does not pay for it.
+"""
 
 from __future__ import annotations
 
-import re
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+import logging
+import threading
+from collections.abc import Collection, Sequence
+from pathlib import Path
 
-import numpy as np
+from voicecall.config import VoiceCallConfig, agent_workspace
+from voicecall.memory import ContextIndex, MiniLMEmbedder, Snippet
+from voicecall.memory.index import Embedder
+from voicecall.store import CallStore
 
-__all__ = ["FAST_MISS_TEXT", "Snippet", "fast_context_text", "search_transcripts"]
+__all__ = ["FAST_MISS_TEXT", "FastContext", "Snippet", "fast_context_text"]
 
-FAST_SNIPPET_CHARS = 700
+log = logging.getLogger("voicecall.realtime.fast")
 
-_TOKEN = re.compile(r"[\w']+", re.UNICODE)
+CACHE_FILE = "memory-index.sqlite"
 
-
-_STOP = frozenset("the a an and or but is are was were be been am do does did what which who "
-                  "whom this that these those to of in on at for with from by it its i me my "
-                  "you your we our they them he she his her can could would should will shall "
-                  "have has had not no yes so if then than there here how when where why".split())
-_SUFFIXES = ("ing", "ed", "es", "s")
-
-
-def _stem(word: str) -> str:
-    for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
-
-
-def _tokens(text: str) -> list[str]:
-    """Lower-cased, stop words dropped, crude suffix stripping (ordered -> order)."""
-    words = (t.lower() for t in _TOKEN.findall(text))
-    return [_stem(w) for w in words if len(w) > 1 and w not in _STOP]
-
-
-@dataclass(frozen=True)
-class Snippet:
-    source: str        # "sessions" | "memory"
-    where: str         # call:<id>:<start>-<end> / session:<key>
-    text: str
-    score: float
-
-
-def search_transcripts(query: str, docs: Sequence[tuple[str, str, str]],
-                       max_results: int) -> list[Snippet]:
-    """TF-IDF cosine ranking of ``(source, where, text)`` documents against ``query``."""
-    q = _tokens(query)
-    if not q or not docs:
-        return []
-    toks = [_tokens(text) for _, _, text in docs]
-    vocab: dict[str, int] = {}
-    for words in [q, *toks]:
-        for w in words:
-            vocab.setdefault(w, len(vocab))
-    n = len(docs)
-    df = np.zeros(len(vocab))
-    for words in toks:
-        for w in set(words):
-            df[vocab[w]] += 1
-    idf = np.log((1 + n) / (1 + df)) + 1.0
-
-    def vec(words: list[str]) -> Any:
-        v = np.zeros(len(vocab))
-        for w, c in Counter(words).items():
-            v[vocab[w]] = c
-        v *= idf
-        norm = float(np.linalg.norm(v))
-        return v / norm if norm else v
-
-    qv = vec(q)
-    scores = [float(vec(words) @ qv) for words in toks]
-    ranked = sorted(range(n), key=lambda i: scores[i], reverse=True)
-    out = []
-    for i in ranked[:max_results]:
-        if scores[i] <= 0.05:
-            break
-        source, where, text = docs[i]
-        out.append(Snippet(source, where, text[:FAST_SNIPPET_CHARS], round(scores[i], 3)))
-    return out
+FAST_MISS_TEXT = ("No relevant OpenClaw memory or session context was found quickly for this "
+                  "question. Answer briefly that you do not have that context handy.")
 
 
 def fast_context_text(question: str, hits: Sequence[Snippet]) -> str:
@@ -96,5 +43,48 @@ def fast_context_text(question: str, hits: Sequence[Snippet]) -> str:
     return "\n".join(lines)
 
 
-FAST_MISS_TEXT = ("No relevant OpenClaw memory or session context was found quickly for this "
-                  "question. Answer briefly that you do not have that context handy.")
+class FastContext:
+    """The gateway's fast-context indexes; see the module docstring. Thread-safe."""
+
+    def __init__(self, config: VoiceCallConfig, store: CallStore, home: Path, *,
+                 embedder: Embedder | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.default_workspace = home / "workspace"
+        self.cache_path = home / CACHE_FILE
+        self.embedder: Embedder = embedder if embedder is not None else MiniLMEmbedder()
+        self._indexes: dict[Path | None, ContextIndex] = {}
+        self._lock = threading.Lock()
+
+    def index(self, agent_id: str) -> ContextIndex:
+        workspace = agent_workspace(self.config, agent_id, self.default_workspace)
+        with self._lock:
+            index = self._indexes.get(workspace)
+            if index is None:
+                index = self._indexes[workspace] = ContextIndex(
+                    workspace=workspace, store=self.store, cache_path=self.cache_path,
+                    embedder=self.embedder)
+            return index
+
+    def warm(self, agent_id: str) -> None:
+        """Load the encoder and embed the agent's memory files (gateway start)."""
+        if not self.index(agent_id).warm():
+            log.warning("fast_context.lexical_only")
+
+    def prime(self, agent_id: str, *, session_key: str, exclude_call_id: str,
+              sources: Collection[str]) -> None:
+        """Embed this caller's past calls ahead of the first question (call start)."""
+        self.index(agent_id).prime(session_key=session_key, exclude_call_id=exclude_call_id,
+                                   sources=sources)
+
+    def search(self, agent_id: str, query: str, *, session_key: str, exclude_call_id: str,
+               sources: Collection[str], max_results: int) -> list[Snippet]:
+        return self.index(agent_id).search(query, session_key=session_key,
+                                           exclude_call_id=exclude_call_id, sources=sources,
+                                           max_results=max_results)
+
+    def close(self) -> None:
+        with self._lock:
+            for index in self._indexes.values():
+                index.close()
+            self._indexes.clear()

@@ -25,7 +25,8 @@ Events, as the built-in providers emit them:
 - ``transcript``: ``role`` user/assistant; ``final=False`` for a chunk,
   ``final=True`` for the whole text of a turn.
 - ``tool-call``: ``call_id``, ``name``, ``arguments`` (JSON text); answer with
-  ``send_tool_result``.
+  ``send_tool_result`` (where ``capabilities.tool_continuation``: an interim
+  result with ``will_continue=True`` first, then the final one).
 - ``response-done``: a model turn ended; ``text`` is its status
   (``completed``, ``cancelled``, ``interrupted``, ...).
 - ``error``: ``text`` says what; followed by ``closed`` when fatal, otherwise
@@ -56,6 +57,9 @@ class RealtimeTool:
     name: str
     description: str
     parameters: Mapping[str, Any]
+    # The host may answer with an interim result before the final one (Gemini declares
+    # such a function NON_BLOCKING where the model supports it; OpenAI needs nothing).
+    interim_results: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,14 @@ class RealtimeSession(Protocol):
     def events(self) -> AsyncIterator[RealtimeEvent]:
         ...
 
-    async def send_tool_result(self, call_id: str, output: str) -> None:
-        """The result of a ``tool-call``; the model is then asked to respond."""
+    async def send_tool_result(self, call_id: str, output: str, *, will_continue: bool = False,
+                               respond: bool = True) -> None:
+        """The result of a ``tool-call``; the model is then asked to respond.
+
+        ``will_continue``: an interim result, the final one follows for the same call
+        (only where ``capabilities.tool_continuation``). ``respond=False``: the call is
+        answered without asking the model for another response.
+        """
         ...
 
     async def truncate(self, item_id: str, played_ms: int) -> None:
@@ -126,6 +136,7 @@ class RealtimeCapabilities:
     server_vad: bool = True
     truncation: bool = False
     resumption: bool = False
+    tool_continuation: bool = False   # interim then final results for one tool call
 
 
 class RealtimeProvider(Protocol):

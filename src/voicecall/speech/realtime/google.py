@@ -37,7 +37,13 @@ Wire protocol (``ai-speech-apis.md`` §3, ``openclaw-voice-call.md`` §7.2):
   object as JSON text); ``send_tool_result`` -> ``toolResponse``
   ``{functionResponses: [{id, name, response: {output: <the result>}}]}``
   (the model continues on its own); results for calls the server cancelled
-  (``toolCallCancellation``) are dropped;
+  (``toolCallCancellation``) are dropped. Continuation (models with
+  asynchronous function calling: not ``gemini-3.1-*``, see
+  ``supports_async_tools``): a tool marked
+  ``interim_results`` is declared ``behavior: NON_BLOCKING`` and its
+  responses carry ``scheduling`` (``WHEN_IDLE``; ``SILENT`` for
+  ``respond=False``), the interim one ``willContinue: true`` (ignored by the
+  server for blocking calls, so an interim result for one is not sent);
 - ``say`` / greeting -> a ``clientContent`` user turn with ``turnComplete``;
 - ``sessionResumptionUpdate`` handles are kept (resumable ones only). On
   ``goAway``, or when the connection closes unexpectedly (1001, 1006, 1008,
@@ -98,6 +104,7 @@ __all__ = [
     "create",
     "function_declaration",
     "gemini_schema",
+    "supports_async_tools",
 ]
 
 log = logging.getLogger("voicecall.realtime")
@@ -165,12 +172,22 @@ def gemini_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def function_declaration(tool: RealtimeTool) -> dict[str, Any]:
+def function_declaration(tool: RealtimeTool, *, non_blocking: bool = False) -> dict[str, Any]:
     decl: dict[str, Any] = {"name": tool.name, "description": tool.description}
     params = tool.parameters or {}
     if params.get("properties"):
         decl["parameters"] = gemini_schema(params)
+    if non_blocking:
+        decl["behavior"] = "NON_BLOCKING"
     return decl
+
+
+def supports_async_tools(model: str) -> bool:
+    """NON_BLOCKING calls continued with ``willContinue``: not on Gemini 3.1 (no asynchronous
+    function calling), nor the 3.8 "extended thinking" variant (it reportedly rejects
+    ``scheduling`` and drops a call after an interim response)."""
+    name = model.removeprefix("models/")
+    return not name.startswith("gemini-3.1-") and "extended-thinking" not in name
 
 
 # --------------------------------------------------------------------------- session
@@ -210,6 +227,9 @@ class GeminiLiveSession(RealtimeWsSession):
         self._model_text = ""
         self._call_names: dict[str, str] = {}
         self._cancelled: set[str] = set()
+        # Tools declared NON_BLOCKING: their responses may continue (``willContinue``).
+        self._non_blocking = {t.name for t in setup.tools
+                              if t.interim_results and owner.capabilities.tool_continuation}
         self._call_ids = itertools.count(1)
 
     # ---------------------------------------------------------------- protocol
@@ -230,8 +250,9 @@ class GeminiLiveSession(RealtimeWsSession):
         if self.setup.instructions:
             setup["systemInstruction"] = {"parts": [{"text": self.setup.instructions}]}
         if self.setup.tools:
-            setup["tools"] = [{"functionDeclarations": [function_declaration(t)
-                                                        for t in self.setup.tools]}]
+            setup["tools"] = [{"functionDeclarations": [
+                function_declaration(t, non_blocking=t.name in self._non_blocking)
+                for t in self.setup.tools]}]
         activity: dict[str, Any] = {}
         if o.start_sensitivity:
             activity["startOfSpeechSensitivity"] = o.start_sensitivity
@@ -471,10 +492,16 @@ class GeminiLiveSession(RealtimeWsSession):
         await self.send_control({"clientContent": {
             "turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": True}})
 
-    async def send_tool_result(self, call_id: str, output: str) -> None:
-        name = self._call_names.pop(call_id, None)
+    async def send_tool_result(self, call_id: str, output: str, *, will_continue: bool = False,
+                               respond: bool = True) -> None:
+        name = self._call_names.get(call_id) if will_continue \
+            else self._call_names.pop(call_id, None)
+        non_blocking = name is not None and name in self._non_blocking
+        if will_continue and not non_blocking:
+            return      # a blocking call's first response is its final one
         if call_id in self._cancelled:
-            self._cancelled.discard(call_id)
+            if not will_continue:
+                self._cancelled.discard(call_id)
             log.info("realtime.tool_result_dropped", extra={
                 "provider": self.provider, "call_id": self.call_id, "tool_call": call_id})
             return
@@ -485,6 +512,11 @@ class GeminiLiveSession(RealtimeWsSession):
         response: dict[str, Any] = {"id": call_id, "response": {"output": value}}
         if name:
             response["name"] = name
+        if non_blocking:
+            # Speak it once the caller is not talking; SILENT: answer without a reply.
+            response["scheduling"] = "WHEN_IDLE" if respond else "SILENT"
+            if will_continue:
+                response["willContinue"] = True
         await self.send_control({"toolResponse": {"functionResponses": [response]}})
 
     async def truncate(self, item_id: str, played_ms: int) -> None:
@@ -522,6 +554,9 @@ class Provider:
             raise ValueError("api_key is required")
         self._api_key = api_key
         self.model = model
+        self.capabilities = RealtimeCapabilities(
+            server_vad=True, truncation=False, resumption=True,
+            tool_continuation=supports_async_tools(model))
         self.voice = voice
         self.language = language
         self.silence_duration_ms = silence_duration_ms

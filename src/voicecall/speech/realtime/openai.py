@@ -38,7 +38,12 @@ Wire protocol (``ai-speech-apis.md`` §1, ``openclaw-voice-call.md`` §7.2):
 - ``send_tool_result`` -> ``conversation.item.create`` with a
   ``function_call_output``, then ``response.create`` (held back while a
   response is still running, and while other calls of the same response are
-  unanswered, so one ``response.create`` follows all outputs);
+  unanswered, so one ``response.create`` follows all outputs; ``respond=False``:
+  no ``response.create``). Continuation: a ``call_id`` takes one
+  ``function_call_output`` only, so an interim result (``will_continue``) is
+  that output (plus ``response.create``: the model says it is checking) and
+  the final result follows as a ``system`` message naming the call, then
+  ``response.create``;
   ``say``/greeting -> ``response.create`` with instructions (also held back
   while a response runs, to avoid ``conversation_already_has_active_response``).
 
@@ -86,6 +91,7 @@ __all__ = [
     "DEFAULT_VOICE",
     "OpenAIRealtimeSession",
     "Provider",
+    "continued_result_text",
     "create",
     "function_tool",
 ]
@@ -143,6 +149,8 @@ class OpenAIRealtimeSession(RealtimeWsSession):
         self._response_create_event: str | None = None   # our last response.create's event_id
         self._deferred: deque[dict[str, Any]] = deque()   # response.create waiting its turn
         self._open_calls: set[str] = set()                # tool calls not yet answered
+        self._call_names: dict[str, str] = {}             # tool calls not finally answered
+        self._continuing: set[str] = set()                # interim output sent, final due
         self._seen_calls: set[str] = set()
         self._item_bytes: OrderedDict[str, int] = OrderedDict()  # mu-law received per item
         self._user_text: dict[str, str] = {}
@@ -278,6 +286,7 @@ class OpenAIRealtimeSession(RealtimeWsSession):
             return
         self._seen_calls.add(call_id)
         self._open_calls.add(call_id)
+        self._call_names[call_id] = name
         arguments = data.get("arguments")
         self.emit("tool-call", call_id=call_id, name=name,
                   arguments=arguments if isinstance(arguments, str) else "{}",
@@ -353,14 +362,34 @@ class OpenAIRealtimeSession(RealtimeWsSession):
 
     # ---------------------------------------------------------------- public API
 
-    async def send_tool_result(self, call_id: str, output: str) -> None:
-        self._open_calls.discard(call_id)
-        await self.send_control({
-            "type": "conversation.item.create", "event_id": self._event_id(),
-            "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
+    async def send_tool_result(self, call_id: str, output: str, *, will_continue: bool = False,
+                               respond: bool = True) -> None:
+        if call_id in self._continuing:
+            if will_continue:
+                return          # the call already has its interim output
+            # A call_id takes one function_call_output: the final result is a message.
+            self._continuing.discard(call_id)
+            name = self._call_names.pop(call_id, "tool")
+            await self.send_control({
+                "type": "conversation.item.create", "event_id": self._event_id(),
+                "item": {"type": "message", "role": "system", "content": [
+                    {"type": "input_text", "text": continued_result_text(name, call_id,
+                                                                         output)}]}})
+        else:
+            self._open_calls.discard(call_id)
+            if will_continue:
+                self._continuing.add(call_id)
+            else:
+                self._call_names.pop(call_id, None)
+            await self.send_control({
+                "type": "conversation.item.create", "event_id": self._event_id(),
+                "item": {"type": "function_call_output", "call_id": call_id, "output": output}})
         # Every output first, then one response.create (§1.7): ``_send_deferred`` holds the
         # follow-up while other calls are unanswered or a response is still running.
-        await self._request_response()
+        if respond:
+            await self._request_response()
+        else:
+            await self._send_deferred()
 
     async def truncate(self, item_id: str, played_ms: int) -> None:
         received_ms = self._item_bytes.get(item_id)
@@ -387,6 +416,12 @@ class OpenAIRealtimeSession(RealtimeWsSession):
         return False        # OpenAI sessions cannot be resumed
 
 
+def continued_result_text(name: str, call_id: str, output: str) -> str:
+    """The final result of a call whose function output was an interim status."""
+    return (f"Final result of your earlier {name} call ({call_id}); its function output was "
+            f"only an interim status. Answer the caller with it now:\n{output}")
+
+
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -395,7 +430,8 @@ class Provider:
     """OpenAI Realtime (GA) speech-to-speech, mu-law end to end."""
 
     name = PROVIDER_ID
-    capabilities = RealtimeCapabilities(server_vad=True, truncation=True, resumption=False)
+    capabilities = RealtimeCapabilities(server_vad=True, truncation=True, resumption=False,
+                                        tool_continuation=True)
 
     def __init__(self, api_key: str, *, model: str = DEFAULT_MODEL, voice: str = DEFAULT_VOICE,
                  silence_duration_ms: int = DEFAULT_SILENCE_DURATION_MS,

@@ -180,6 +180,23 @@ class AgentContextConfig(StrictModel):
     )
 
 
+class BargeInConfig(StrictModel):
+    """voicecall extension: the local barge-in detector for realtime calls.
+
+    While the model is heard, caller audio is checked here before the provider's
+    VAD, so the carrier buffer is cleared within ``minSpeechMs`` of the caller
+    talking over it. A frame counts only if WebRTC VAD (``aggressiveness``) calls
+    it speech, it is not flat-spectrum noise, and it is at least ``minRms`` loud
+    (line echo of the model's own voice comes back attenuated; OpenClaw's fixed
+    0.035 / 40 ms fired on echo and noise, openclaw#91052).
+    """
+
+    enabled: bool = True
+    min_speech_ms: Annotated[int, Field(ge=20, le=1000)] = 80
+    min_rms: Annotated[float, Field(ge=0.0, le=1.0)] = 0.02
+    aggressiveness: Annotated[int, Field(ge=0, le=3)] = 3
+
+
 ThinkingLevel = Literal[
     "off", "minimal", "low", "medium", "high", "xhigh", "adaptive", "max", "ultra"
 ]
@@ -199,6 +216,7 @@ class RealtimeConfig(StrictModel):
     tools: list[dict[str, Any]] = Field(default_factory=list)
     fast_context: FastContextConfig = Field(default_factory=FastContextConfig)
     agent_context: AgentContextConfig = Field(default_factory=AgentContextConfig)
+    barge_in: BargeInConfig = Field(default_factory=BargeInConfig)
     providers: ProviderConfigs = Field(default_factory=dict)
 
     @field_validator("tools")
@@ -290,6 +308,7 @@ __all__ = [
     "AgentContextConfig",
     "AgentIdentity",
     "AgentProfile",
+    "BargeInConfig",
     "ControlConfig",
     "FastContextConfig",
     "LogConfig",

@@ -49,6 +49,7 @@ from voicecall.audio.playback import PlaybackQueue
 from voicecall.calls import Call, CallEvent, CallState
 from voicecall.config import VoiceCallConfig, effective_config
 from voicecall.errors import VoicecallError
+from voicecall.gateway.realtime.bargein import LocalBargeIn
 from voicecall.gateway.realtime.consult import (
     CONSULT_TOOL_NAME,
     END_CALL_TOOL_NAME,
@@ -139,6 +140,12 @@ class RealtimeBridge:
         self.consulter = Consulter(manager, self.call_id, lambda: self._last_user_text)
         self.consults = ConsultFlow(self, self.consulter)
         self.barge_ins = 0
+        self.local_barge_ins = 0
+        bc = self.config.realtime.barge_in
+        self._local_barge = LocalBargeIn(bc) if bc.enabled else None
+        # An outbound call's greeting is not cut off by the local detector.
+        self._protect_first_item = call.direction == "outbound"
+        self._greeting_item: str | None = None
         self.clears = 0
         self.truncations: list[Truncation] = []
         self.ended_by_provider = False
@@ -255,6 +262,16 @@ class RealtimeBridge:
     # ---------------------------------------------------------------- carrier -> model
 
     async def on_audio(self, mulaw: bytes) -> None:
+        detector = self._local_barge
+        if detector is not None:
+            sounding = self._sounding()
+            if sounding is None or sounding.item_id == self._greeting_item:
+                detector.reset()
+            elif detector.feed(mulaw):
+                self.local_barge_ins += 1
+                log.info("realtime.local_barge_in", extra={"call_id": self.call_id,
+                                                           "item_id": sounding.item_id})
+                await self._barge_in(truncate=self.provider.capabilities.truncation)
         if self.session is not None:
             await self.session.send_audio(mulaw)
 
@@ -350,6 +367,10 @@ class RealtimeBridge:
             for other in self._items.values():
                 self._close_feed(other)      # a new output: the previous one is complete
             item = self._items[item_id] = _Item(item_id)
+            if self._protect_first_item:
+                self._protect_first_item = False
+                if self.setup is not None and self.setup.greeting:
+                    self._greeting_item = item_id
             item.task = self._spawn(self.queue.play(self._feed(item)))
             if not self._speaking:
                 self._speaking = True
@@ -431,6 +452,8 @@ class RealtimeBridge:
         sounding = self._sounding()
         if truncate and sounding is None:
             return        # the caller spoke while nothing played: an ordinary turn
+        if sounding is None and item_id is not None and item_id in self._dropped:
+            return        # the provider confirms a barge-in already handled locally
         self.barge_ins += 1
         truncation: Truncation | None = None
         if truncate and sounding is not None:

@@ -32,25 +32,27 @@ the close codes, and that unknown query parameters are refused.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
-import http
 import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import numpy.typing as npt
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request
 
-from voicecall.audio.g711 import mulaw_to_pcm16
+from voicecall.testing.fake_stt._server import (
+    AudioRecord,
+    JsonAudioFake,
+    Outbox,
+    Segmenter,
+    alaw_to_pcm16,
+    decode_audio,
+)
 
 PATH = "/v1/audio/transcriptions/realtime"
 MODELS = ("voxtral-mini-transcribe-realtime-2602", "voxtral-mini-transcribe-realtime-3")
@@ -60,6 +62,9 @@ ENCODINGS: dict[str, int] = {"pcm_s16le": 2, "pcm_s32le": 4, "pcm_f16le": 2, "pc
 SAMPLE_RATES = (8000, 16000, 22050, 44100, 48000)
 MAX_APPEND_BYTES = 262_144
 DEFAULT_FORMAT = {"encoding": "pcm_s16le", "sample_rate": 16000}
+
+_SIMPLE = {"pcm_mulaw": "mulaw", "pcm_alaw": "alaw", "pcm_s16le": "pcm16"}  # -> decode_audio
+_alaw_to_pcm16 = alaw_to_pcm16      # where this fake's tests have always found it
 
 ERR_BAD_REQUEST = 400
 ERR_UNAUTHORIZED = 401
@@ -74,23 +79,12 @@ class _Reject(Exception):
 
 
 @dataclass
-class VoxtralConnection:
+class VoxtralConnection(AudioRecord):
     """What one client connection sent and was sent."""
 
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    authorized: bool = False
     session: dict[str, Any] = field(default_factory=dict)
-    messages: list[dict[str, Any]] = field(default_factory=list)   # client JSON, in order
-    audio: bytearray = field(default_factory=bytearray)             # payload bytes as sent
-    pcm: list[npt.NDArray[np.int16]] = field(default_factory=list)  # decoded, session rate
-    sent: list[dict[str, Any]] = field(default_factory=list)        # server messages
     flushes: int = 0
     ended: bool = False
-    protocol_errors: list[str] = field(default_factory=list)
-    close_code: int | None = None              # when the client closed first, its code
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def audio_format(self) -> dict[str, Any]:
@@ -98,45 +92,16 @@ class VoxtralConnection:
         return fmt if isinstance(fmt, dict) else dict(DEFAULT_FORMAT)
 
     @property
-    def audio_ms(self) -> float:
-        return sum(len(p) for p in self.pcm) * 1000 / int(self.audio_format["sample_rate"])
+    def sample_rate(self) -> int:
+        return int(self.audio_format["sample_rate"])
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m.get("type") == kind]
 
 
-class _Segmenter:
-    """RMS speech detector over 20 ms windows: "start", then "tick" per tick_ms of speech."""
+class FakeMistral(JsonAudioFake[VoxtralConnection]):
+    path = PATH
 
-    def __init__(self, rate: int, threshold: float, tick_ms: int) -> None:
-        self.win = max(1, rate // 50)
-        self.threshold = threshold
-        self.tick_ms = tick_ms
-        self._buf: npt.NDArray[np.int16] = np.zeros(0, dtype=np.int16)
-        self.reset()
-
-    def reset(self) -> None:
-        self.speaking = False
-        self._speech_ms = 0
-
-    def feed(self, samples: npt.NDArray[np.int16]) -> list[str]:
-        self._buf = np.concatenate([self._buf, samples])
-        out: list[str] = []
-        while len(self._buf) >= self.win:
-            window, self._buf = self._buf[:self.win], self._buf[self.win:]
-            level = float(np.sqrt(np.mean((window.astype(np.float64) / 32768.0) ** 2)))
-            if level < self.threshold:
-                continue
-            if not self.speaking:
-                self.speaking = True
-                out.append("start")
-            self._speech_ms += 20
-            if self._speech_ms % self.tick_ms < 20:
-                out.append("tick")
-        return out
-
-
-class FakeMistral:
     def __init__(self, transcripts: Sequence[str] = (), *, api_key: str = "mistral-test-key",
                  models: Sequence[str] = MODELS, session_delay_s: float = 0.0,
                  delta_delay_s: float = 0.0, done_delay_s: float = 0.0,
@@ -146,65 +111,35 @@ class FakeMistral:
                  error_after_ms: float | None = None,
                  error_message: str = "Internal server error", error_code: int = ERR_INTERNAL,
                  error_close_code: int | None = 1011) -> None:
-        self.transcripts = list(transcripts)
-        self.api_key = api_key
+        super().__init__(transcripts, api_key=api_key, session_delay_s=session_delay_s,
+                         rms_threshold=rms_threshold, auth_failure=auth_failure,
+                         reject_status=reject_status, drop_after_ms=drop_after_ms,
+                         error_after_ms=error_after_ms, error_close_code=error_close_code)
         self.models = tuple(models)
-        self.session_delay_s = session_delay_s
         self.delta_delay_s = delta_delay_s
         self.done_delay_s = done_delay_s
         self.word_every_ms = max(20, word_every_ms)
-        self.rms_threshold = rms_threshold
         self.language = language
-        self.auth_failure = auth_failure
-        self.reject_status = reject_status
-        self.drop_after_ms = drop_after_ms
-        self.error_after_ms = error_after_ms
         self.error_message = error_message
         self.error_code = error_code
-        self.error_close_code = error_close_code
-        self.connections: list[VoxtralConnection] = []
-        self._index = 0
-        self._server: Server | None = None
-        self.url = ""
-
-    # -- lifecycle ---------------------------------------------------------------
-    async def __aenter__(self) -> FakeMistral:
-        self._server = await serve(self._handler, "127.0.0.1", 0,
-                                   process_request=self._process_request)
-        port = next(iter(self._server.sockets)).getsockname()[1]
-        self.url = f"ws://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    @property
-    def endpoint(self) -> str:
-        return self.url + PATH
-
-    def next_transcript(self) -> str:
-        if self._index < len(self.transcripts):
-            self._index += 1
-            return self.transcripts[self._index - 1]
-        return "hello"
 
     # -- handshake ---------------------------------------------------------------
-    def _authorized(self, request: Request) -> bool:
+    def authorized(self, request: Request) -> bool:
         return request.headers.get("authorization") == f"Bearer {self.api_key}"
 
-    def _process_request(self, connection: ServerConnection,
-                         request: Request) -> Response | None:
-        if urlsplit(request.path).path != PATH:
-            return connection.respond(http.HTTPStatus.NOT_FOUND, '{"detail":"Not Found"}\n')
-        if self.reject_status is not None:
-            return connection.respond(http.HTTPStatus(self.reject_status),
-                                      '{"message":"Service unavailable"}\n')
-        if self.auth_failure == "http" and not self._authorized(request):
-            body = json.dumps({"message": "Unauthorized", "request_id": uuid.uuid4().hex})
-            return connection.respond(http.HTTPStatus.UNAUTHORIZED, body + "\n")
-        return None
+    def refusal_body(self, status: int) -> str:
+        if status == 404:
+            return '{"detail":"Not Found"}\n'
+        if status == 401:
+            return json.dumps({"message": "Unauthorized", "request_id": uuid.uuid4().hex}) + "\n"
+        return '{"message":"Service unavailable"}\n'
+
+    def new_record(self, path: str, query: dict[str, list[str]],
+                   headers: dict[str, str]) -> VoxtralConnection:
+        return VoxtralConnection(path=path, query=query, headers=headers)
+
+    def error_event(self) -> tuple[dict[str, Any], str]:
+        return _error(self.error_message, self.error_code), ""
 
     def _check_query(self, query: dict[str, list[str]]) -> str:
         unknown = set(query) - {"model"}
@@ -218,54 +153,33 @@ class FakeMistral:
         return models[0]
 
     # -- session -----------------------------------------------------------------
-    async def _handler(self, ws: ServerConnection) -> None:
-        request = ws.request
-        assert request is not None
-        conn = VoxtralConnection(path=request.path,
-                                 query=parse_qs(urlsplit(request.path).query,
-                                                keep_blank_values=True),
-                                 headers={k.lower(): v for k, v in request.headers.raw_items()})
-        self.connections.append(conn)
-        outbox: asyncio.Queue[tuple[float, dict[str, Any] | None, int | None]] = asyncio.Queue()
-        sender = asyncio.create_task(self._sender(ws, conn, outbox))
+    async def session(self, ws: ServerConnection, conn: VoxtralConnection,
+                      outbox: Outbox) -> None:
+        assert ws.request is not None
+        if not self.authorized(ws.request):
+            await self.refuse(ws, outbox, _error("Unauthorized", ERR_UNAUTHORIZED),
+                              "Unauthorized")
+            return
+        conn.authorized = True
         try:
-            if not self._authorized(request):
-                await self._send(ws, conn, _error("Unauthorized", ERR_UNAUTHORIZED))
-                await ws.close(1008, "Unauthorized")
-                return
-            conn.authorized = True
-            try:
-                model = self._check_query(conn.query)
-            except _Reject as exc:
-                conn.protocol_errors.append(exc.message)
-                await self._send(ws, conn, _error(exc.message, exc.code))
-                await ws.close(1008, "invalid request")
-                return
-            conn.session = {"request_id": uuid.uuid4().hex, "model": model,
-                            "audio_format": dict(DEFAULT_FORMAT),
-                            "target_streaming_delay_ms": None}
-            if self.session_delay_s and await _closed_within(ws, self.session_delay_s):
-                return
-            await self._send(ws, conn, {"type": "session.created", "session": dict(conn.session)})
+            model = self._check_query(conn.query)
+        except _Reject as exc:
+            conn.protocol_errors.append(exc.message)
+            await self.refuse(ws, outbox, _error(exc.message, exc.code), "invalid request")
+            return
+        conn.session = {"request_id": uuid.uuid4().hex, "model": model,
+                        "audio_format": dict(DEFAULT_FORMAT), "target_streaming_delay_ms": None}
+        if await self.hello(ws, outbox, {"type": "session.created",
+                                         "session": dict(conn.session)}):
             await self._serve(ws, conn, outbox)
-        except ConnectionClosed as exc:
-            if exc.rcvd is not None and exc.rcvd_then_sent:  # the client closed first
-                conn.close_code = exc.rcvd.code
-        finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
-            conn.closed.set()
 
     async def _serve(self, ws: ServerConnection, conn: VoxtralConnection,
-                     outbox: asyncio.Queue[tuple[float, dict[str, Any] | None, int | None]]
-                     ) -> None:
-        seg: _Segmenter | None = None
+                     outbox: Outbox) -> None:
+        seg: Segmenter | None = None
         words: list[str] = []
         shown = 0
         text = ""
         said_language = False
-        errored = False
         utterance_ms = 0.0
 
         def delta(upto: int) -> None:
@@ -273,25 +187,27 @@ class FakeMistral:
             while shown < upto:
                 piece = words[shown] if shown == 0 else " " + words[shown]
                 shown += 1
-                outbox.put_nowait((self.delta_delay_s,
-                                   {"type": "transcription.text.delta", "text": piece}, None))
+                outbox.send({"type": "transcription.text.delta", "text": piece},
+                            self.delta_delay_s)
 
         def finish(close: bool) -> None:
             nonlocal words, shown, text, utterance_ms
             delta(len(words))
             secs = round(utterance_ms / 1000, 3)
             if text:
-                outbox.put_nowait((0.0, {"type": "transcription.segment", "text": text,
-                                         "start": 0.0, "end": secs}, None))
-            outbox.put_nowait((self.done_delay_s, {
+                outbox.send({"type": "transcription.segment", "text": text, "start": 0.0,
+                             "end": secs})
+            outbox.send({
                 "type": "transcription.done", "text": text, "model": conn.session["model"],
                 "language": self.language if text else None,
                 "usage": {"prompt_audio_seconds": int(secs), "prompt_tokens": len(words) * 4,
                           "completion_tokens": len(words), "total_tokens": len(words) * 5},
-            }, 1000 if close else None))
+            }, self.done_delay_s)
+            if close:
+                outbox.close(1000)
             words, shown, text, utterance_ms = [], 0, "", 0.0
             if seg is not None:
-                seg.reset()
+                seg.flush()
 
         while True:
             raw = await ws.recv()
@@ -302,13 +218,12 @@ class FakeMistral:
                     if conn.audio:
                         # Not fatal: the reply is an error and the stream goes on.
                         conn.protocol_errors.append("session.update after audio")
-                        outbox.put_nowait((0.0, _error(
+                        outbox.send(_error(
                             "Session fields cannot be changed after audio has started",
-                            ERR_BAD_REQUEST), None))
+                            ERR_BAD_REQUEST))
                         continue
                     self._apply_update(msg, conn)
-                    outbox.put_nowait((0.0, {"type": "session.updated",
-                                             "session": dict(conn.session)}, None))
+                    outbox.send({"type": "session.updated", "session": dict(conn.session)})
                     continue
                 if kind == "input_audio.append":
                     payload = self._check_append(msg, conn)
@@ -326,37 +241,30 @@ class FakeMistral:
                 else:
                     raise _Reject(f"Unknown message type: {kind!r}")
             except _Reject as exc:
-                conn.protocol_errors.append(exc.message)
-                outbox.put_nowait((0.0, _error(exc.message, exc.code), 1008))
-                await ws.wait_closed()
+                await self.protocol_error(ws, conn, outbox, exc.message,
+                                          _error(exc.message, exc.code))
                 return
 
             fmt = conn.audio_format
             if seg is None:
-                seg = _Segmenter(int(fmt["sample_rate"]), self.rms_threshold, self.word_every_ms)
+                seg = self.segmenter(int(fmt["sample_rate"]), None, self.word_every_ms)
             conn.audio.extend(payload)
             pcm = _decode(payload, str(fmt["encoding"]))
             conn.pcm.append(pcm)
-            if seg.speaking:
+            if seg.in_speech:
                 utterance_ms += len(pcm) * 1000 / int(fmt["sample_rate"])
-            for edge in seg.feed(pcm):
-                if edge == "start":
+            for ev in seg.feed(pcm):
+                if ev.kind == "start":
                     text = self.next_transcript()
                     words, shown = text.split(), 0
                     if not said_language:
                         said_language = True
-                        outbox.put_nowait((0.0, {"type": "transcription.language",
-                                                 "audio_language": self.language}, None))
-                elif edge == "tick" and shown < len(words):
+                        outbox.send({"type": "transcription.language",
+                                     "audio_language": self.language})
+                elif ev.kind == "word" and shown < len(words):
                     delta(shown + 1)
-            if self.drop_after_ms is not None and conn.audio_ms >= self.drop_after_ms:
-                ws.transport.abort()
+            if self.check_faults(ws, conn, outbox):
                 return
-            if (self.error_after_ms is not None and not errored
-                    and conn.audio_ms >= self.error_after_ms):
-                errored = True
-                outbox.put_nowait((0.0, _error(self.error_message, self.error_code),
-                                   self.error_close_code))
 
     def _parse(self, raw: str | bytes, conn: VoxtralConnection) -> dict[str, Any]:
         if isinstance(raw, bytes):
@@ -410,25 +318,6 @@ class FakeMistral:
             raise _Reject("audio length is not a whole number of samples")
         return payload
 
-    async def _sender(self, ws: ServerConnection, conn: VoxtralConnection,
-                      outbox: asyncio.Queue[tuple[float, dict[str, Any] | None, int | None]]
-                      ) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                delay, msg, close_code = await outbox.get()
-                if delay:
-                    await asyncio.sleep(delay)
-                if msg is not None:
-                    await self._send(ws, conn, msg)
-                if close_code is not None:
-                    await ws.close(close_code)
-                    return
-
-    async def _send(self, ws: ServerConnection, conn: VoxtralConnection,
-                    msg: dict[str, Any]) -> None:
-        conn.sent.append(msg)
-        await ws.send(json.dumps(msg))
-
 
 def _error(message: str, code: int) -> dict[str, Any]:
     return {"type": "error", "error": {"message": message, "code": code}}
@@ -440,32 +329,10 @@ def _only(msg: dict[str, Any], *allowed: str) -> None:
         raise _Reject(f"Unknown field(s) in {msg.get('type')}: {', '.join(sorted(extra))}")
 
 
-def _alaw_to_pcm16(data: bytes) -> npt.NDArray[np.int16]:
-    a = np.frombuffer(data, dtype=np.uint8).astype(np.int32) ^ 0x55
-    exponent = (a >> 4) & 0x07
-    mantissa = a & 0x0F
-    magnitude = np.where(exponent == 0, (mantissa << 4) + 8,
-                         ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0))
-    return np.where(a & 0x80, magnitude, -magnitude).astype(np.int16)
-
-
 def _decode(payload: bytes, encoding: str) -> npt.NDArray[np.int16]:
-    if encoding == "pcm_mulaw":
-        return mulaw_to_pcm16(payload)
-    if encoding == "pcm_alaw":
-        return _alaw_to_pcm16(payload)
-    if encoding == "pcm_s16le":
-        return np.frombuffer(payload, dtype="<i2").astype(np.int16)
+    if encoding in _SIMPLE:
+        return decode_audio(_SIMPLE[encoding], payload)
     if encoding == "pcm_s32le":
         return (np.frombuffer(payload, dtype="<i4") >> 16).astype(np.int16)
     floats = np.frombuffer(payload, dtype="<f4" if encoding == "pcm_f32le" else "<f2")
     return (np.clip(floats.astype(np.float64), -1.0, 1.0) * 32767).astype(np.int16)
-
-
-async def _closed_within(ws: ServerConnection, seconds: float) -> bool:
-    """Wait ``seconds`` (a configured delay) unless the client goes first; True if it went."""
-    try:
-        await asyncio.wait_for(ws.wait_closed(), seconds)
-    except TimeoutError:
-        return False
-    return True

@@ -9,8 +9,14 @@ subclasses it and fills in the hooks (``on_open``, ``on_text``,
 - queues audio handed to ``send_audio`` before the provider is ready, bounded
   by bytes (2 MiB by default, as OpenClaw's websocket session); when the bound
   is hit the oldest audio goes first, and that is logged (once) and counted in
-  ``dropped_bytes``, never silent. The queue is flushed, in order, the moment
-  the provider is ready;
+  ``dropped_bytes``, never silent. Control messages (``send_control``) wait in
+  the same queue, in order, and are never dropped. The queue is flushed, in
+  order, the moment the provider is ready;
+- encodes the caller's mu-law for the wire: as is, or as PCM resampled to the
+  provider's rate (``PcmEncoder``), wrapped in the provider's envelope;
+- optionally runs a local voice detector (``local_vad``) for providers that do
+  no endpointing: it reports ``speech-start`` and sends the provider's commit
+  message after each utterance's silence;
 - reads server messages in one task and turns them into ``SttEvent``s through
   ``on_text``; ``events()`` yields them and always ends with exactly one
   ``closed`` event;
@@ -24,27 +30,35 @@ Errors are ``ProviderError`` and never contain the API key: messages that
 come from the server are passed through ``redact``.
 
 The module also holds the config helpers the provider ``create`` functions
-share (``ProviderConfig``) and ``ws_url`` for ``baseUrl``/``endpoint`` overrides.
+share (``ProviderConfig``), ``ws_url`` for ``baseUrl``/``endpoint`` overrides,
+and ``WsSttProvider``, the base of the ``STT`` classes that open these sessions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
+import math
+import os
 import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Self, TypedDict
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import numpy as np
 from pydantic.alias_generators import to_snake
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.protocol import State
 
+from voicecall.audio.g711 import FRAME_BYTES, SAMPLE_RATE, mulaw_to_pcm16
+from voicecall.audio.resample import StreamResampler
+from voicecall.audio.vad import EnergyVad
 from voicecall.config.secret import Secret
 from voicecall.errors import ConfigError, ProviderError
 from voicecall.speech.stt.base import SttEvent, SttEventType
@@ -54,10 +68,16 @@ __all__ = [
     "CONNECT_TIMEOUT_S",
     "DEFAULT_MAX_QUEUED_BYTES",
     "READY_TIMEOUT_S",
+    "ConnectionArgs",
+    "PcmEncoder",
     "ProviderConfig",
+    "WsSttProvider",
     "WsSttSession",
+    "b64",
+    "check_encoding",
     "close_error",
     "handshake_error",
+    "joined",
     "query_bool",
     "redact",
     "ws_url",
@@ -102,13 +122,17 @@ class ProviderConfig:
             value = self.cfg.get(to_snake(key))
         return value
 
-    def api_key(self, env_names: Sequence[str]) -> str:
+    def api_key(self, env_names: Sequence[str], *, from_env: bool = False) -> str:
+        """The key from ``apiKey``; with ``from_env``, else from the first set ``env_names``."""
         value = self.raw("apiKey")
         if isinstance(value, Secret):
             value = value.reveal()
         if value is not None and not isinstance(value, str):
             raise ConfigError("must be a string", path=self.path("apiKey"))
         value = (value or "").strip()
+        if not value and from_env:
+            value = next((os.environ[n].strip() for n in env_names
+                          if os.environ.get(n, "").strip()), "")
         if not value:
             env = " or ".join(env_names)
             hint = f"set {self.path('apiKey')} or the {env} environment variable" if env \
@@ -144,7 +168,8 @@ class ProviderConfig:
         value = self.raw(key)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
             raise ConfigError("must be a number", path=self.path(key))
         if minimum is not None and value < minimum:
             raise ConfigError(f"must be >= {minimum:g}", path=self.path(key))
@@ -158,6 +183,19 @@ class ProviderConfig:
         if not float(value).is_integer():
             raise ConfigError("must be a whole number", path=self.path(key))
         return int(value)
+
+    def get_sample_rate(self, encoding: str, rates: Sequence[int], *, mulaw: str,
+                        pcm: str) -> int:
+        """``sampleRate`` for ``encoding``: ``mulaw`` is telephone audio (8000 Hz, sent as
+        is); a PCM encoding (``pcm`` names one) is resampled to one of ``rates``."""
+        rate = self.get_int("sampleRate", SAMPLE_RATE)
+        if encoding == mulaw and rate != SAMPLE_RATE:
+            raise ConfigError(f"{mulaw} audio is 8000 Hz (use encoding {pcm} to resample)",
+                              path=self.path("sampleRate"))
+        if rate not in rates:
+            raise ConfigError(f"unsupported sample rate {rate}", path=self.path("sampleRate"),
+                              allowed=[str(r) for r in rates])
+        return rate
 
     def get_str_list(self, key: str) -> list[str]:
         value = self.raw(key)
@@ -265,6 +303,88 @@ def close_error(provider: str, exc: ConnectionClosed, *secrets: str) -> Provider
     return ProviderError(redact(message, *secrets), retryable=code in RETRYABLE_CLOSE_CODES)
 
 
+# --------------------------------------------------------------------------- audio
+
+
+class PcmEncoder:
+    """The caller's mu-law (8 kHz) as little-endian PCM at ``rate``, resampled as it streams.
+
+    16-bit integers by default, 32-bit floats in [-1, 1) with ``float32``.
+    """
+
+    def __init__(self, rate: int, *, float32: bool = False) -> None:
+        self.rate = rate
+        self.float32 = float32
+        self._resampler = StreamResampler(SAMPLE_RATE, rate)
+
+    def __call__(self, mulaw: bytes) -> bytes:
+        pcm = self._resampler.feed(mulaw_to_pcm16(mulaw))
+        if self.float32:
+            return (pcm.astype(np.float32) / 32768.0).astype("<f4").tobytes()
+        return pcm.astype("<i2").tobytes()
+
+
+def b64(data: bytes) -> str:
+    """``data`` as base64 text, for the providers that carry audio in JSON."""
+    return base64.b64encode(data).decode("ascii")
+
+
+# --------------------------------------------------------------------------- provider
+
+
+class ConnectionArgs(TypedDict):
+    """The ``WsSttSession`` keyword arguments a ``WsSttProvider`` gives each session."""
+
+    url: str
+    headers: Mapping[str, str]
+    secret: str
+    connect_timeout: float
+    ready_timeout: float
+    max_queued_bytes: int
+
+
+class WsSttProvider:
+    """Base of the ``STT`` classes whose sessions are ``WsSttSession``s.
+
+    It holds what every session of the provider connects with: the API key (never
+    in ``repr``), the URL, the connect and ready timeouts and the pre-ready queue
+    bound; plain attributes, read each time a session opens.
+    """
+
+    def __init__(self, api_key: str, url: str, *, connect_timeout: float = CONNECT_TIMEOUT_S,
+                 ready_timeout: float = READY_TIMEOUT_S,
+                 max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES) -> None:
+        if not api_key:
+            raise ValueError("api_key is required")
+        self._api_key = api_key
+        self.url = url
+        self.connect_timeout = connect_timeout
+        self.ready_timeout = ready_timeout
+        self.max_queued_bytes = max_queued_bytes
+
+    def connection(self, auth_scheme: str) -> ConnectionArgs:
+        """A session's connection, the key sent as ``Authorization: <auth_scheme> <key>``."""
+        return ConnectionArgs(url=self.url,
+                              headers={"Authorization": f"{auth_scheme} {self._api_key}"},
+                              secret=self._api_key, connect_timeout=self.connect_timeout,
+                              ready_timeout=self.ready_timeout,
+                              max_queued_bytes=self.max_queued_bytes)
+
+
+def check_encoding(encoding: str, sample_rate: int, encodings: Sequence[str], *,
+                   pcm: str) -> None:
+    """Constructor checks: a known ``encoding``; ``mulaw`` is 8000 Hz (``pcm`` resamples)."""
+    if encoding not in encodings:
+        raise ValueError(f"encoding must be one of {tuple(encodings)}")
+    if encoding == "mulaw" and sample_rate != SAMPLE_RATE:
+        raise ValueError(f"mulaw audio is 8000 Hz; use {pcm} for other rates")
+
+
+def joined(chunks: Sequence[str], interim: str = "") -> str:
+    """Locked transcript chunks, and the ``interim`` text after them, as one text."""
+    return " ".join([*chunks, interim] if interim else chunks).strip()
+
+
 # --------------------------------------------------------------------------- session
 
 
@@ -277,9 +397,15 @@ class WsSttSession:
     - ``on_text``: each JSON object the server sends. Call ``emit`` for events,
       ``await self.mark_ready()`` when the provider accepts audio, and raise
       ``ProviderError`` for a fatal error (the session then ends).
-    - ``encode_audio``: a mu-law chunk as the frame to send (bytes or text).
+    - ``encode_audio``: a mu-law chunk as the frame to send (bytes or text). By
+      default the ``audio_payload`` (mu-law as is, or PCM when the session was
+      given a ``pcm`` encoder) as a binary frame; override it to wrap the
+      payload in the provider's message (base64 JSON).
     - ``keepalive_message`` / ``finish_message``: text frames for idle periods
       and for the end of audio.
+    - ``commit_message``: with a ``local_vad``, the text frame that ends an
+      utterance once the detector hears its silence (``speech-start`` is
+      emitted when it hears speech begin).
     - ``flush_pending``: called once before ``closed``; emit any text still held.
     """
 
@@ -291,7 +417,8 @@ class WsSttSession:
                  ready_timeout: float = READY_TIMEOUT_S,
                  close_timeout: float = CLOSE_TIMEOUT_S,
                  max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
-                 keepalive_s: float | None = None) -> None:
+                 keepalive_s: float | None = None, pcm: PcmEncoder | None = None,
+                 local_vad: EnergyVad | None = None) -> None:
         self.call_id = call_id
         self.url = url
         self._headers = dict(headers)
@@ -301,12 +428,14 @@ class WsSttSession:
         self._close_timeout = close_timeout
         self._max_queued = max_queued_bytes
         self._keepalive_s = keepalive_s
+        self._pcm = pcm
+        self._vad = local_vad
         self._events: asyncio.Queue[SttEvent] = asyncio.Queue()
         self._ready = asyncio.Event()           # set when ready *or* failed before ready
         self._ready_error: ProviderError | None = None
         self._is_ready = False
         self._live = False                      # queue flushed; audio goes straight out
-        self._pending: deque[bytes] = deque()
+        self._pending: deque[bytes | str] = deque()    # mu-law audio, or control text frames
         self._pending_bytes = 0
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -334,12 +463,15 @@ class WsSttSession:
         log.debug("stt.unexpected_binary", extra={"provider": self.provider, "bytes": len(data)})
 
     def encode_audio(self, mulaw: bytes) -> str | bytes:
-        return mulaw
+        return self.audio_payload(mulaw)
 
     def keepalive_message(self) -> str | None:
         return None
 
     def finish_message(self) -> str | None:
+        return None
+
+    def commit_message(self) -> str | None:
         return None
 
     def flush_pending(self) -> None:
@@ -363,6 +495,21 @@ class WsSttSession:
     async def send_json(self, obj: Mapping[str, Any]) -> None:
         await self.send_text(json.dumps(obj, separators=(",", ":")))
 
+    async def send_control(self, message: str) -> None:
+        """A text frame in order with the audio: queued with it until ready (never dropped
+        for room), sent at once when live; nothing once the session is closing."""
+        if self._closing or self._closed_emitted or self._ready_error is not None:
+            return
+        if not self._live:
+            self._pending.append(message)
+            return
+        with contextlib.suppress(ConnectionClosed):     # the reader reports the close
+            await self.send_text(message)
+
+    def audio_payload(self, mulaw: bytes) -> bytes:
+        """The audio bytes for the wire: mu-law as is, or the ``pcm`` encoder's output."""
+        return mulaw if self._pcm is None else self._pcm(mulaw)
+
     def error_text(self, text: str) -> str:
         return redact(text, self._secret)
 
@@ -372,9 +519,13 @@ class WsSttSession:
             return
         self._is_ready = True
         while self._pending:
-            chunk = self._pending.popleft()
-            self._pending_bytes -= len(chunk)
-            await self._transmit(chunk)
+            item = self._pending.popleft()
+            if isinstance(item, str):
+                with contextlib.suppress(ConnectionClosed):
+                    await self.send_text(item)
+                continue
+            self._pending_bytes -= len(item)
+            await self._transmit(item)
         self._live = True
         self._ready.set()
         self.emit("ready")
@@ -393,11 +544,12 @@ class WsSttSession:
     def queued_bytes(self) -> int:
         return self._pending_bytes
 
-    def start(self) -> None:
+    def start(self) -> Self:
         """Connect in the background; ``wait_ready`` tells how it went."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"stt-{self.provider}-{self.call_id}")
+        return self
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
@@ -414,12 +566,12 @@ class WsSttSession:
         if not self._live:
             self._pending.append(bytes(mulaw))
             self._pending_bytes += len(mulaw)
-            while self._pending_bytes > self._max_queued and self._pending:
-                old = self._pending.popleft()
-                self._pending_bytes -= len(old)
-                self._drop(len(old), "pre-ready queue full, oldest audio dropped")
-            return
-        await self._transmit(mulaw)
+            while self._pending_bytes > self._max_queued:
+                self._drop_oldest_audio()
+        else:
+            await self._transmit(mulaw)
+        if self._vad is not None:
+            await self._detect(mulaw)
 
     async def events(self) -> AsyncIterator[SttEvent]:
         while not self._closed_delivered:
@@ -458,6 +610,25 @@ class WsSttSession:
             self._aclose_done.set()
 
     # ---------------------------------------------------------------- internals
+
+    def _drop_oldest_audio(self) -> None:
+        index = next(i for i, item in enumerate(self._pending) if isinstance(item, bytes))
+        old = self._pending[index]
+        del self._pending[index]
+        self._pending_bytes -= len(old)
+        self._drop(len(old), "pre-ready queue full, oldest audio dropped")
+
+    async def _detect(self, mulaw: bytes) -> None:
+        """The local VAD over 20 ms frames: ``speech-start``, then the commit after silence."""
+        assert self._vad is not None
+        for i in range(0, len(mulaw), FRAME_BYTES):
+            edge = self._vad.feed(mulaw[i:i + FRAME_BYTES])
+            if edge == "start":
+                self.emit("speech-start")
+            elif edge == "end":
+                message = self.commit_message()
+                if message is not None:
+                    await self.send_control(message)
 
     def _drop(self, n: int, why: str) -> None:
         self.dropped_bytes += n
@@ -599,9 +770,9 @@ class WsSttSession:
             self._ready_error = ProviderError(f"{self.provider}: session closed before it was "
                                               "ready")
             self._ready.set()
-        if self._pending:
+        if self._pending_bytes:
             self._drop(self._pending_bytes, "session closed before ready")
-            self._pending.clear()
-            self._pending_bytes = 0
+        self._pending.clear()
+        self._pending_bytes = 0
         self.emit("closed")
         self._closed_emitted = True

@@ -32,15 +32,19 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from voicecall.audio.g711 import SAMPLE_RATE, mulaw_to_pcm16
-from voicecall.audio.resample import RATES, StreamResampler
-from voicecall.errors import ConfigError, ProviderError
+from voicecall.audio.g711 import SAMPLE_RATE
+from voicecall.audio.resample import RATES
+from voicecall.errors import ProviderError
 from voicecall.speech.stt._ws import (
     CONNECT_TIMEOUT_S,
     DEFAULT_MAX_QUEUED_BYTES,
     READY_TIMEOUT_S,
+    PcmEncoder,
     ProviderConfig,
+    WsSttProvider,
     WsSttSession,
+    check_encoding,
+    joined,
     query_bool,
     ws_url,
 )
@@ -72,26 +76,15 @@ class DeepgramSttSession(WsSttSession):
     ready_on_open = True
 
     def __init__(self, owner: STT, call_id: str) -> None:
-        super().__init__(call_id=call_id, url=owner.url,
-                         headers={"Authorization": f"Token {owner._api_key}"},
-                         secret=owner._api_key, connect_timeout=owner.connect_timeout,
-                         ready_timeout=owner.ready_timeout,
-                         max_queued_bytes=owner.max_queued_bytes,
-                         keepalive_s=owner.keepalive_s)
-        self._encoding = owner.encoding
-        self._resampler = StreamResampler(SAMPLE_RATE, owner.sample_rate) \
-            if owner.encoding == "linear16" else None
+        super().__init__(call_id=call_id, **owner.connection("Token"),
+                         keepalive_s=owner.keepalive_s,
+                         pcm=PcmEncoder(owner.sample_rate) if owner.encoding == "linear16"
+                         else None)
         self._segments: list[str] = []
         self._confidences: list[float] = []
         # No endpointing and no UtteranceEnd: the server never marks a turn's end, so each
         # locked (is_final) segment is a final on its own.
         self._final_per_segment = owner.endpointing_ms is None and owner.utterance_end_ms is None
-
-    def encode_audio(self, mulaw: bytes) -> bytes:
-        if self._resampler is None:
-            return mulaw
-        pcm = self._resampler.feed(mulaw_to_pcm16(mulaw))
-        return pcm.astype("<i2").tobytes()
 
     def keepalive_message(self) -> str:
         return json.dumps({"type": "KeepAlive"})
@@ -99,13 +92,10 @@ class DeepgramSttSession(WsSttSession):
     def finish_message(self) -> str:
         return json.dumps({"type": "CloseStream"})
 
-    def _joined(self, extra: str = "") -> str:
-        return " ".join([*self._segments, extra] if extra else self._segments).strip()
-
     def flush_pending(self) -> None:
         if not self._segments:
             return
-        text = self._joined()
+        text = joined(self._segments)
         confidence = sum(self._confidences) / len(self._confidences) \
             if self._confidences else None
         self._segments.clear()
@@ -139,12 +129,12 @@ class DeepgramSttSession(WsSttSession):
             if data.get("speech_final") or self._final_per_segment:
                 self.flush_pending()
             elif text:
-                self.emit("partial", self._joined())
+                self.emit("partial", joined(self._segments))
         elif text:
-            self.emit("partial", self._joined(text))
+            self.emit("partial", joined(self._segments, text))
 
 
-class STT:
+class STT(WsSttProvider):
     """Deepgram live transcription (server VAD events, interim results, endpointing)."""
 
     name = PROVIDER_ID
@@ -160,13 +150,9 @@ class STT:
                  ready_timeout: float = READY_TIMEOUT_S,
                  max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
                  keepalive_s: float = KEEPALIVE_S) -> None:
-        if not api_key:
-            raise ValueError("api_key is required")
-        if encoding not in ENCODINGS:
-            raise ValueError(f"encoding must be one of {ENCODINGS}")
-        if encoding == "mulaw" and sample_rate != SAMPLE_RATE:
-            raise ValueError("mulaw audio is 8000 Hz; use linear16 for other rates")
-        self._api_key = api_key
+        super().__init__(api_key, url, connect_timeout=connect_timeout,
+                         ready_timeout=ready_timeout, max_queued_bytes=max_queued_bytes)
+        check_encoding(encoding, sample_rate, ENCODINGS, pcm="linear16")
         self.model = model
         self.language = language
         self.encoding = encoding
@@ -178,9 +164,6 @@ class STT:
         self.smart_format = smart_format
         self.punctuate = punctuate
         self.keyterms = list(keyterms)
-        self.connect_timeout = connect_timeout
-        self.ready_timeout = ready_timeout
-        self.max_queued_bytes = max_queued_bytes
         self.keepalive_s = keepalive_s
         self.url = ws_url(url, "", self.query())
         self.capabilities = SttCapabilities(interim_results=interim_results, server_vad=True)
@@ -204,9 +187,7 @@ class STT:
         return f"<deepgram STT model={self.model!r} url={self.url!r}>"
 
     async def open(self, call_id: str) -> DeepgramSttSession:
-        session = DeepgramSttSession(self, call_id)
-        session.start()
-        return session
+        return DeepgramSttSession(self, call_id).start()
 
 
 def create(cfg: Mapping[str, Any]) -> STT:
@@ -214,13 +195,7 @@ def create(cfg: Mapping[str, Any]) -> STT:
     pc = ProviderConfig(cfg, PROVIDER_ID)
     api_key = pc.api_key(ENV_KEYS)
     encoding = pc.get_choice("encoding", "mulaw", ENCODINGS)
-    sample_rate = pc.get_int("sampleRate", SAMPLE_RATE)
-    if encoding == "mulaw" and sample_rate != SAMPLE_RATE:
-        raise ConfigError("mulaw audio is 8000 Hz (use encoding linear16 to resample)",
-                          path=pc.path("sampleRate"))
-    if sample_rate not in RATES:
-        raise ConfigError(f"unsupported sample rate {sample_rate}", path=pc.path("sampleRate"),
-                          allowed=[str(r) for r in RATES])
+    sample_rate = pc.get_sample_rate(encoding, RATES, mulaw="mulaw", pcm="linear16")
     endpointing: int | None
     if pc.raw("endpointingMs") is False:
         endpointing = None

@@ -28,7 +28,6 @@ full ``endpoint``.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 from collections.abc import Mapping
@@ -40,7 +39,9 @@ from voicecall.speech.stt._ws import (
     DEFAULT_MAX_QUEUED_BYTES,
     READY_TIMEOUT_S,
     ProviderConfig,
+    WsSttProvider,
     WsSttSession,
+    b64,
     ws_url,
 )
 from voicecall.speech.stt.base import SttCapabilities
@@ -76,11 +77,7 @@ class OpenAISttSession(WsSttSession):
     provider = PROVIDER_ID
 
     def __init__(self, owner: STT, call_id: str) -> None:
-        super().__init__(call_id=call_id, url=owner.url,
-                         headers={"Authorization": f"Bearer {owner._api_key}"},
-                         secret=owner._api_key, connect_timeout=owner.connect_timeout,
-                         ready_timeout=owner.ready_timeout,
-                         max_queued_bytes=owner.max_queued_bytes)
+        super().__init__(call_id=call_id, **owner.connection("Bearer"))
         self._owner = owner
         self._text: dict[str, str] = {}
 
@@ -110,8 +107,7 @@ class OpenAISttSession(WsSttSession):
         await self.send_json(self.session_update())
 
     def encode_audio(self, mulaw: bytes) -> str:
-        return json.dumps({"type": "input_audio_buffer.append",
-                           "audio": base64.b64encode(mulaw).decode("ascii")})
+        return json.dumps({"type": "input_audio_buffer.append", "audio": b64(mulaw)})
 
     async def on_text(self, data: dict[str, Any]) -> None:
         kind = data.get("type")
@@ -172,7 +168,7 @@ def _confidence(logprobs: object) -> float | None:
     return round(math.exp(sum(numbers) / len(numbers)), 4)
 
 
-class STT:
+class STT(WsSttProvider):
     """OpenAI Realtime transcription (server VAD, incremental transcripts)."""
 
     name = PROVIDER_ID
@@ -186,9 +182,8 @@ class STT:
                  connect_timeout: float = CONNECT_TIMEOUT_S,
                  ready_timeout: float = READY_TIMEOUT_S,
                  max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES) -> None:
-        if not api_key:
-            raise ValueError("api_key is required")
-        self._api_key = api_key
+        super().__init__(api_key, url, connect_timeout=connect_timeout,
+                         ready_timeout=ready_timeout, max_queued_bytes=max_queued_bytes)
         self.model = model
         self.language = language
         self.prompt = prompt
@@ -196,19 +191,13 @@ class STT:
         self.vad_threshold = vad_threshold
         self.prefix_padding_ms = prefix_padding_ms
         self.noise_reduction = noise_reduction
-        self.url = url
-        self.connect_timeout = connect_timeout
-        self.ready_timeout = ready_timeout
-        self.max_queued_bytes = max_queued_bytes
         self.capabilities = SttCapabilities(interim_results=True, server_vad=True)
 
     def __repr__(self) -> str:
         return f"<openai STT model={self.model!r} url={self.url!r}>"
 
     async def open(self, call_id: str) -> OpenAISttSession:
-        session = OpenAISttSession(self, call_id)
-        session.start()
-        return session
+        return OpenAISttSession(self, call_id).start()
 
 
 def create(cfg: Mapping[str, Any]) -> STT:

@@ -31,15 +31,18 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from voicecall.audio.g711 import SAMPLE_RATE, mulaw_to_pcm16
-from voicecall.audio.resample import StreamResampler
-from voicecall.errors import ConfigError, ProviderError
+from voicecall.audio.g711 import SAMPLE_RATE
+from voicecall.errors import ProviderError
 from voicecall.speech.stt._ws import (
     CONNECT_TIMEOUT_S,
     DEFAULT_MAX_QUEUED_BYTES,
     READY_TIMEOUT_S,
+    PcmEncoder,
     ProviderConfig,
+    WsSttProvider,
     WsSttSession,
+    check_encoding,
+    joined,
     query_bool,
     ws_url,
 )
@@ -71,32 +74,19 @@ class XaiSttSession(WsSttSession):
     provider = PROVIDER_ID
 
     def __init__(self, owner: STT, call_id: str) -> None:
-        super().__init__(call_id=call_id, url=owner.url,
-                         headers={"Authorization": f"Bearer {owner._api_key}"},
-                         secret=owner._api_key, connect_timeout=owner.connect_timeout,
-                         ready_timeout=owner.ready_timeout,
-                         max_queued_bytes=owner.max_queued_bytes)
-        self._resampler = StreamResampler(SAMPLE_RATE, owner.sample_rate) \
-            if owner.encoding == "pcm" else None
+        super().__init__(call_id=call_id, **owner.connection("Bearer"),
+                         pcm=PcmEncoder(owner.sample_rate) if owner.encoding == "pcm" else None)
         self._segments: list[str] = []
         self._interim = ""
         self._in_utterance = False
 
-    def encode_audio(self, mulaw: bytes) -> bytes:
-        if self._resampler is None:
-            return mulaw
-        return self._resampler.feed(mulaw_to_pcm16(mulaw)).astype("<i2").tobytes()
-
     def finish_message(self) -> str:
         return json.dumps({"type": "audio.done"})
-
-    def _joined(self, extra: str = "") -> str:
-        return " ".join([*self._segments, extra] if extra else self._segments).strip()
 
     def flush_pending(self) -> None:
         """Locked chunks still waiting for ``speech_final`` become a final."""
         if self._segments:
-            text = self._joined()
+            text = joined(self._segments)
             self._segments.clear()
             self.emit("final", text)
         self._interim = ""
@@ -134,19 +124,19 @@ class XaiSttSession(WsSttSession):
         if data.get("is_final"):
             self._segments.append(text)
             if data.get("speech_final"):
-                joined = self._joined()
+                final = joined(self._segments)
                 self._segments.clear()
                 self._in_utterance = False
-                self.emit("final", joined,
+                self.emit("final", final,
                           float(confidence) if isinstance(confidence, int | float) else None)
             else:
-                self.emit("partial", self._joined())
+                self.emit("partial", joined(self._segments))
         else:
             self._interim = text
-            self.emit("partial", self._joined(text))
+            self.emit("partial", joined(self._segments, text))
 
 
-class STT:
+class STT(WsSttProvider):
     """xAI streaming transcription (server endpointing, interim results)."""
 
     name = PROVIDER_ID
@@ -157,21 +147,14 @@ class STT:
                  url: str = DEFAULT_URL, connect_timeout: float = CONNECT_TIMEOUT_S,
                  ready_timeout: float = READY_TIMEOUT_S,
                  max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES) -> None:
-        if not api_key:
-            raise ValueError("api_key is required")
-        if encoding not in ENCODINGS:
-            raise ValueError(f"encoding must be one of {ENCODINGS}")
-        if encoding == "mulaw" and sample_rate != SAMPLE_RATE:
-            raise ValueError("mulaw audio is 8000 Hz; use pcm for other rates")
-        self._api_key = api_key
+        super().__init__(api_key, url, connect_timeout=connect_timeout,
+                         ready_timeout=ready_timeout, max_queued_bytes=max_queued_bytes)
+        check_encoding(encoding, sample_rate, ENCODINGS, pcm="pcm")
         self.language = language
         self.encoding = encoding
         self.sample_rate = sample_rate
         self.endpointing_ms = endpointing_ms
         self.interim_results = interim_results
-        self.connect_timeout = connect_timeout
-        self.ready_timeout = ready_timeout
-        self.max_queued_bytes = max_queued_bytes
         self.url = ws_url(url, "", self.query())
         self.capabilities = SttCapabilities(interim_results=interim_results, server_vad=True)
 
@@ -187,9 +170,7 @@ class STT:
         return f"<xai STT url={self.url!r}>"
 
     async def open(self, call_id: str) -> XaiSttSession:
-        session = XaiSttSession(self, call_id)
-        session.start()
-        return session
+        return XaiSttSession(self, call_id).start()
 
 
 def create(cfg: Mapping[str, Any]) -> STT:
@@ -197,13 +178,7 @@ def create(cfg: Mapping[str, Any]) -> STT:
     pc = ProviderConfig(cfg, PROVIDER_ID)
     api_key = pc.api_key(ENV_KEYS)
     encoding = pc.get_choice("encoding", DEFAULT_ENCODING, ENCODINGS)
-    sample_rate = pc.get_int("sampleRate", DEFAULT_SAMPLE_RATE)
-    if encoding == "mulaw" and sample_rate != SAMPLE_RATE:
-        raise ConfigError("mulaw audio is 8000 Hz (use encoding pcm to resample)",
-                          path=pc.path("sampleRate"))
-    if sample_rate not in XAI_RATES:
-        raise ConfigError(f"unsupported sample rate {sample_rate}", path=pc.path("sampleRate"),
-                          allowed=[str(r) for r in XAI_RATES])
+    sample_rate = pc.get_sample_rate(encoding, XAI_RATES, mulaw="mulaw", pcm="pcm")
     return STT(
         api_key,
         language=pc.get_str("language"),

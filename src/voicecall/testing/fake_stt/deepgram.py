@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -231,13 +230,7 @@ class _Stream:
         self.conn.close(1000)
 
     def on_control(self, text: str) -> None:
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            msg = None
-        kind = msg.get("type") if isinstance(msg, dict) else None
-        if isinstance(msg, dict):
-            self.conn.record.messages.append(msg)
+        kind = self.conn.control(text)
         if kind == "KeepAlive":
             self.conn.record.keepalives += 1
         elif kind == "Finalize":

@@ -25,7 +25,6 @@ Behaviour (``ai-speech-apis.md`` §6b, §9; pipecat ``xai/stt.py``):
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from websockets.http11 import Request, Response
@@ -147,13 +146,7 @@ class _Stream:
                            self.fake.final_delay)
 
     def on_control(self, text: str) -> None:
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            msg = None
-        kind = msg.get("type") if isinstance(msg, dict) else None
-        if isinstance(msg, dict):
-            self.conn.record.messages.append(msg)
+        kind = self.conn.control(text)
         if kind == "audio.done":
             for ev in self.seg.flush():
                 self.on_seg(ev)

@@ -31,7 +31,6 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -41,10 +40,9 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from voicecall.calls.model import Call, CallEvent, CallState
+from voicecall.calls.model import Call, CallEvent
 from voicecall.carriers.base import (
     CarrierHost,
     DialRequest,
@@ -66,6 +64,7 @@ from voicecall.carriers.plivo.signature import (
 )
 from voicecall.carriers.plivo.stream import StreamSession
 from voicecall.carriers.plivo.webhook import call_ids, parse_events, parse_form, remote_status
+from voicecall.carriers.streams import StreamRegistry, expire_call
 from voicecall.config import LoadedConfig, VoiceCallConfig
 from voicecall.errors import CarrierError, ConfigError, ProtocolError, VoicecallError
 from voicecall.gateway.media import MediaSocket, await_start
@@ -136,9 +135,8 @@ class Carrier:
         self._pending: dict[str, asyncio.Future[str]] = {}
         self._deferred: dict[str, str | None] = {}  # speech held while pre-connect DTMF plays
         self._turns: dict[str, str] = {}
-        self._streams: dict[str, StreamSession] = {}
-        self._stream_up: dict[str, asyncio.Event] = {}
-        self._grace: dict[str, asyncio.Task[None]] = {}
+        self._streams: StreamRegistry[StreamSession] = StreamRegistry(
+            grace_s=DISCONNECT_GRACE_S, on_expired=self._expire, log=log)
         # per call id
         self._preconnect: dict[str, str] = {}
         self._notify: dict[str, str] = {}
@@ -146,17 +144,13 @@ class Carrier:
         self._docs: OrderedDict[str, str] = OrderedDict()
         self._replies: OrderedDict[str, tuple[float, WebhookReply]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[WebhookReply]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, host: CarrierHost) -> None:
         self._host = host
 
     async def aclose(self) -> None:
-        for task in [*self._grace.values(), *self._tasks]:
-            task.cancel()
-        for session in list(self._streams.values()):
-            await session.ws.close(1001, "gateway shutting down")
+        await self._streams.aclose()
         await self.rest.aclose()
         await close_speech(self.stt, self.tts)
 
@@ -265,12 +259,7 @@ class Carrier:
         uuid = self.call_uuid(call)
         if not self.config.streaming.enabled or not uuid:
             return
-        up = self._stream_up.setdefault(uuid, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(up.wait(), STREAM_READY_TIMEOUT_S)
-            session = self._streams.get(uuid)
-            if session is not None:
-                await asyncio.wait_for(session.ready.wait(), STREAM_READY_TIMEOUT_S)
+        await self._streams.wait_up(uuid, STREAM_READY_TIMEOUT_S)
 
     def incremental_speech(self, call: Call) -> bool:
         return (self.call_uuid(call) or "") in self._streams
@@ -539,10 +528,7 @@ class Carrier:
     def _forget(self, uuid: str, call_id: str | None) -> None:
         self._turns.pop(uuid, None)
         self._deferred.pop(uuid, None)
-        self._stream_up.pop(uuid, None)
-        grace = self._grace.pop(uuid, None)
-        if grace is not None:
-            grace.cancel()
+        self._streams.forget(uuid)
         cid = call_id or self._call_by_uuid.get(uuid)
         if cid is not None:
             self._preconnect.pop(cid, None)
@@ -571,11 +557,11 @@ class Carrier:
         ws.started()
         stt_session = await open_stt_session(self.stt, call.call_id)
         session = StreamSession(ws, start, call.call_id, host, stt_session)
-        self._attach(start.call_id, session)
+        self._streams.attach(start.call_id, session, format=session.format.content_type)
         try:
             await session.run()
         finally:
-            self._detach(start.call_id, session, call.call_id)
+            self._streams.detach(start.call_id, session)
 
     async def _await_start(self, ws: MediaSocket) -> media.Start | None:
         got = await await_start(
@@ -584,42 +570,10 @@ class Carrier:
             is_preamble=lambda f: isinstance(f, media.Unknown))
         return got[1] if got is not None and isinstance(got[1], media.Start) else None
 
-    def _attach(self, uuid: str, session: StreamSession) -> None:
-        grace = self._grace.pop(uuid, None)
-        if grace is not None:
-            grace.cancel()  # a reconnect inside the grace window keeps the call
-        self._streams[uuid] = session
-        self._stream_up.setdefault(uuid, asyncio.Event()).set()
-        log.info("stream.attached", extra={"call_id": session.call_id,
-                                           "format": session.format.content_type})
-
-    def _detach(self, uuid: str, session: StreamSession, call_id: str) -> None:
-        if self._streams.get(uuid) is not session:
-            return  # a newer stream already replaced this one
-        del self._streams[uuid]
-        up = self._stream_up.get(uuid)
-        if up is not None:
-            up.clear()
-        task = asyncio.get_running_loop().create_task(self._grace_expiry(uuid, call_id))
-        self._grace[uuid] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _grace_expiry(self, uuid: str, call_id: str) -> None:
-        await asyncio.sleep(DISCONNECT_GRACE_S)
-        if self._grace.get(uuid) is asyncio.current_task():
-            del self._grace[uuid]
-        if uuid in self._streams or self._host is None:
-            return
-        call = self._host.get(call_id)
-        if call is None or call.terminal:
-            return
-        log.info("stream.grace_expired", extra={"call_id": call_id})
-        with contextlib.suppress(VoicecallError):
-            await self.hangup(call)
-        await self._host.handle_event(CallEvent(
-            "call.ended", call_id=call_id, provider_call_id=uuid, timestamp=time.time(),
-            reason=CallState.COMPLETED, dedupe_key=f"plivo:grace:{uuid}:{time.time_ns()}"))
+    async def _expire(self, uuid: str, call_id: str) -> None:
+        """A dropped stream did not come back within the grace: the call is over."""
+        await expire_call(self._host, uuid, call_id, carrier=self.name, hangup=self.hangup,
+                          log=log)
 
 
 def verify_request(req: RequestView, body: bytes, auth_token: str, url: str, *,

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from voicecall.calls.model import Call, CallEvent, CallState
+from voicecall.calls.model import Call, CallEvent
 from voicecall.carriers.base import (
     CarrierHost,
     DialRequest,
@@ -69,6 +69,7 @@ from voicecall.carriers.base import (
     Verification,
     WebhookReply,
 )
+from voicecall.carriers.streams import StreamRegistry, expire_call
 from voicecall.carriers.telnyx import commands, media
 from voicecall.carriers.telnyx.rest import TelnyxApiError, TelnyxRest
 from voicecall.carriers.telnyx.signature import (
@@ -172,9 +173,8 @@ class Carrier:
         self._answered: set[str] = set()
         self._preconnect: dict[str, str] = {}                # by our call id
         self._dtmf: dict[str, DtmfMerger] = {}
-        self._streams: dict[str, StreamSession] = {}
-        self._stream_settled: dict[str, asyncio.Event] = {}
-        self._grace: dict[str, asyncio.Task[None]] = {}
+        self._streams: StreamRegistry[StreamSession] = StreamRegistry(
+            grace_s=DISCONNECT_GRACE_S, on_expired=self._expire, log=log)
         self._tasks: set[asyncio.Task[Any]] = set()
         # Realtime voice: stream tokens and one bridge per call (kept across reconnects).
         self.realtime = realtime
@@ -190,13 +190,12 @@ class Carrier:
         self._host = host
 
     async def aclose(self) -> None:
-        for task in [*self._grace.values(), *self._tasks]:
+        for task in list(self._tasks):
             task.cancel()
         for pending in self._speaks.values():
             if not pending.done.done():
                 pending.done.set_result("gateway-closing")
-        for session in list(self._streams.values()):
-            await session.ws.close(1001, "gateway shutting down")
+        await self._streams.aclose()
         if self.rt is not None:
             await self.rt.aclose()
         await self.rest.aclose()
@@ -404,12 +403,7 @@ class Carrier:
             await asyncio.sleep(commands.dtmf_duration_s(digits))
         if not self.config.streaming.enabled or not ccid:
             return
-        settled = self._stream_settled.setdefault(ccid, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(settled.wait(), STREAM_READY_TIMEOUT_S)
-            session = self._streams.get(ccid)
-            if session is not None:
-                await asyncio.wait_for(session.ready.wait(), STREAM_READY_TIMEOUT_S)
+        await self._streams.wait_up(ccid, STREAM_READY_TIMEOUT_S)
 
     def incremental_speech(self, call: Call) -> bool:
         return self.tts is not None and (call.provider_call_id or "") in self._streams
@@ -614,7 +608,7 @@ class Carrier:
         elif kind in ("streaming.failed", "streaming.stopped"):
             if kind == "streaming.failed":
                 log.warning("stream.failed", extra={"why": env.text("failure_reason")})
-            self._stream_settled.setdefault(ccid, asyncio.Event()).set()
+            self._streams.settle(ccid)
             self._realtime_stream_event(ccid, env)
         elif kind == "call.transcription":
             events = self._gate_speech(ccid, events)
@@ -707,10 +701,7 @@ class Carrier:
         self._tx_locks.pop(ccid, None)
         self._dtmf.pop(ccid, None)
         self._answered.discard(ccid)
-        self._stream_settled.pop(ccid, None)
-        grace = self._grace.pop(ccid, None)
-        if grace is not None:
-            grace.cancel()
+        self._streams.forget(ccid)
         self._hanging_up.discard(ccid)
         state = self._rt.pop(ccid, None)
         if state is not None and state.starting is not None:
@@ -751,11 +742,11 @@ class Carrier:
                     ack=False)
 
         session = StreamSession(ws, start, call.call_id, host, stt_session, on_dtmf)
-        self._attach(ccid, session)
+        self._streams.attach(ccid, session)
         try:
             await session.run()
         finally:
-            self._detach(ccid, session, call.call_id)
+            self._streams.detach(ccid, session)
 
     async def _await_start(self, ws: MediaSocket,
                            ) -> tuple[media.Connected | None, media.Start] | None:
@@ -768,47 +759,10 @@ class Carrier:
         connected = [f for f in got[0] if isinstance(f, media.Connected)]
         return (connected[-1] if connected else None), got[1]
 
-    def _attach(self, ccid: str, session: StreamSession) -> None:
-        grace = self._grace.pop(ccid, None)
-        if grace is not None:
-            grace.cancel()  # a reconnect inside the grace window keeps the call
-        self._streams[ccid] = session
-        self._stream_settled.setdefault(ccid, asyncio.Event()).set()
-        log.info("stream.attached", extra={"call_id": session.call_id})
-
-    def _detach(self, ccid: str, session: StreamSession, call_id: str) -> None:
-        if self._streams.get(ccid) is not session:
-            return  # a newer stream already replaced this one
-        del self._streams[ccid]
-        settled = self._stream_settled.get(ccid)
-        if settled is not None:
-            settled.clear()
-        task = asyncio.get_running_loop().create_task(self._grace_expiry(ccid, call_id))
-        self._grace[ccid] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _grace_expiry(self, ccid: str, call_id: str) -> None:
-        await asyncio.sleep(DISCONNECT_GRACE_S)
-        if self._grace.get(ccid) is asyncio.current_task():
-            del self._grace[ccid]
-        if ccid in self._streams:
-            return
-        await self._expire(ccid, call_id)
-
     async def _expire(self, ccid: str, call_id: str) -> None:
         """A dropped stream did not come back within the grace: the call is over."""
-        if self._host is None:
-            return
-        call = self._host.get(call_id)
-        if call is None or call.terminal:
-            return
-        log.info("stream.grace_expired", extra={"call_id": call_id})
-        with contextlib.suppress(VoicecallError):
-            await self.hangup(call)
-        await self._host.handle_event(CallEvent(
-            "call.ended", call_id=call_id, provider_call_id=ccid, timestamp=time.time(),
-            reason=CallState.COMPLETED, dedupe_key=f"telnyx:grace:{ccid}:{time.time_ns()}"))
+        await expire_call(self._host, ccid, call_id, carrier=self.name, hangup=self.hangup,
+                          log=log)
 
     # ------------------------------------------------------------------ realtime streams
     async def handle_realtime_stream(self, ws: MediaSocket, ccid: str) -> None:

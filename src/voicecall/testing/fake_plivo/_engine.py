@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import httpx
 
 from voicecall.carriers.plivo.media import PLIVO_DEFAULT, StreamFormat, parse_content_type
+from voicecall.testing.fake_carrier._server import LoopbackFake
 from voicecall.testing.fake_plivo._model import (
     CalleeRun,
     CalleeScript,
@@ -45,7 +46,6 @@ from voicecall.testing.fake_plivo._xml import (
     Wait,
     parse_xml,
 )
-from voicecall.testing.fake_twilio import tone_burst
 
 CONFIDENCE = "0.92"
 MAX_XML_BYTES = 100 * 1024
@@ -104,7 +104,7 @@ def _gathered_digits(pressed: str, el: GetInput) -> str:
     return pressed
 
 
-class CallEngine:
+class CallEngine(LoopbackFake[FakeCall, FakeEvent, StreamSession]):
     """Simulates calls; ``FakePlivo`` adds the server and the public test API."""
 
     auth_id: str
@@ -113,38 +113,20 @@ class CallEngine:
     callees: dict[str, CalleeScript]
     timings: Timings
     force_stream_format: StreamFormat | None
-    calls: dict[str, FakeCall]
     requests: list[RestRequest]
     webhooks: list[SentWebhook]
-    events: list[FakeEvent]
-    task_errors: list[BaseException]
     _live: dict[str, Live]
-    _tasks: set[asyncio.Task[None]]
     _router: Router
     _webhooks: WebhookSender
     _duplicates: dict[str, int]
-    _t0: float
-    _closing: bool
 
     # -- bookkeeping -----------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+    def _live_session(self, call_id: str) -> StreamSession | None:
+        return self._live[call_id].session
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            self.task_errors.append(exc)
-            self._log(None, "fake.task_error", task=task.get_name(), error=repr(exc))
-
-    def _log(self, call_uuid: str | None, kind: str, **data: Any) -> None:
-        self.events.append(FakeEvent(time.monotonic() - self._t0, call_uuid, kind, data))
+    def _log(self, call_id: str | None, kind: str, **data: Any) -> None:
+        self.events.append(FakeEvent(time.monotonic() - self._t0, call_id, kind, data))
 
     def _record_webhook(self, sent: SentWebhook, call: FakeCall | None) -> None:
         self.webhooks.append(sent)
@@ -164,18 +146,6 @@ class CallEngine:
         self._log(call.call_uuid, "call.created", direction=call.direction, from_=call.from_,
                   to=call.to)
         return live
-
-    async def _session(self, call_uuid: str) -> tuple[FakeCall, StreamSession]:
-        call = self.calls[call_uuid]
-        session = self._live[call_uuid].session
-        if session is not None:
-            await asyncio.wait_for(session.dialled.wait(), self.timings.webhook_timeout)
-        if session is None or not session.is_open:
-            raise RuntimeError(f"{call_uuid} has no open audio stream")
-        return call, session
-
-    def _audio_for(self, call: FakeCall, text: str) -> bytes:
-        return (call.callee.script.audio or tone_burst)(text)
 
     def _create_outbound(self, req: CreateCall) -> FakeCall:
         call = FakeCall(

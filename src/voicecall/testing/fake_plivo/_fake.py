@@ -1,25 +1,16 @@
-"""``FakePlivo``: the loopback server, its lifecycle and the public test API.
+"""``FakePlivo``: V2/V3 signing knobs, callback retries and XML-driven calls.
 
-Everything runs as tasks in the test's event loop (uvicorn included, no threads);
-``aclose`` cancels them all. Task failures that are bugs in the fake (not gateway
-misbehaviour, which becomes a recorded ``PlivoError``) are collected in
-``task_errors`` and re-raised when the ``async with`` block exits.
+Server, lifecycle and the shared stream controls: ``fake_carrier._server``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import re
-import socket
-import time
 import uuid
 from collections.abc import AsyncIterable, Callable, Mapping, Sequence
-from types import TracebackType
 
 import httpx
-import uvicorn
 
 from voicecall.carriers.plivo.media import StreamFormat
 from voicecall.carriers.plivo.signature import compute_v3
@@ -28,7 +19,6 @@ from voicecall.testing.fake_plivo._model import (
     CalleeRun,
     CalleeScript,
     FakeCall,
-    FakeEvent,
     RestRequest,
     SentWebhook,
     StreamRecord,
@@ -36,7 +26,6 @@ from voicecall.testing.fake_plivo._model import (
 )
 from voicecall.testing.fake_plivo._rest import RestApi
 from voicecall.testing.fake_plivo._webhooks import Router, WebhookSender
-from voicecall.testing.fake_twilio._fake import _Server
 
 _AUTH_ID = re.compile(r"^(MA|SA)[A-Z0-9]{18}$")
 
@@ -48,6 +37,13 @@ def _digits(number: str) -> str:
 class FakePlivo(CallEngine):
     """A loopback Plivo: REST API in, signed callbacks and audio streams out."""
 
+    fake_name = "FakePlivo"
+    task_prefix = "fake-plivo"
+    event_call_key = "call_uuid"
+    stream_noun = "audio stream"
+
+    _rest: RestApi
+
     def __init__(self, auth_id: str, auth_token: str, *,
                  callee: CalleeScript | None = None,
                  timings: Timings | None = None,
@@ -58,6 +54,7 @@ class FakePlivo(CallEngine):
                  preserve_host: bool = True,
                  force_stream_format: StreamFormat | None = None,
                  raise_task_errors: bool = True) -> None:
+        super().__init__(raise_task_errors=raise_task_errors)
         if not _AUTH_ID.match(auth_id):
             raise ValueError("auth_id must be 'MA' or 'SA' followed by 18 upper-case "
                              "letters or digits")
@@ -69,84 +66,17 @@ class FakePlivo(CallEngine):
         if realtime is not None:
             self.timings = dataclasses.replace(self.timings, realtime=realtime)
         self.force_stream_format = force_stream_format
-        self.raise_task_errors = raise_task_errors
-        self.calls: dict[str, FakeCall] = {}
         self.requests: list[RestRequest] = []
         self.webhooks: list[SentWebhook] = []
-        self.events: list[FakeEvent] = []
-        self.task_errors: list[BaseException] = []
         self._live: dict[str, Live] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._duplicates: dict[str, int] = {}
         self._router = Router(public_to_local=public_to_local, url_rewrite=url_rewrite,
                               ws_url_rewrite=ws_url_rewrite, preserve_host=preserve_host)
         self._webhooks = WebhookSender(auth_token, self._router, self.timings,
                                        record=self._record_webhook)
         self._rest = RestApi(self)
-        self._server: _Server | None = None
-        self._serve_task: asyncio.Task[None] | None = None
-        self._port: int | None = None
-        self._t0 = time.monotonic()
-        self._closing = False
 
-    # -- lifecycle -------------------------------------------------------------------
-
-    async def __aenter__(self) -> FakePlivo:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.aclose()
-        errors = [e for e in self.task_errors if isinstance(e, Exception)]
-        if exc_type is None and errors and self.raise_task_errors:
-            raise ExceptionGroup("FakePlivo background tasks failed", errors)
-
-    async def start(self) -> None:
-        if self._serve_task is not None:
-            return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(self._rest.app, log_level="warning", access_log=False,
-                                lifespan="off", ws="none", timeout_graceful_shutdown=1)
-        self._server = _Server(config)
-        await self._webhooks.start()
-        self._serve_task = asyncio.get_running_loop().create_task(
-            self._server.serve(sockets=[sock]), name="fake-plivo:serve")
-        while not self._server.started:
-            if self._serve_task.done():
-                await self._webhooks.aclose()
-                raise RuntimeError("FakePlivo failed to start")
-            await asyncio.sleep(0.005)
-        self._log(None, "fake.started", api_base=self.api_base)
-
-    async def aclose(self) -> None:
-        if self._serve_task is None or self._closing:
-            return
-        for live in list(self._live.values()):
-            if live.session is not None and live.session.is_open:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(live.session.stop(), 1.0)
-        self._closing = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for live in self._live.values():
-            if live.session is not None and live.session.ws is not None:
-                live.session.ws.transport.abort()
-        assert self._server is not None
-        self._server.stop()
-        await asyncio.gather(self._serve_task, return_exceptions=True)
-        await self._webhooks.aclose()
-
-    @property
-    def base_url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("FakePlivo is not running")
-        return f"http://127.0.0.1:{self._port}"
+    # -- the API base -----------------------------------------------------------------
 
     @property
     def api_base(self) -> str:
@@ -261,26 +191,6 @@ class FakePlivo(CallEngine):
                       "ORIGINATOR_CANCEL" if call.direction == "inbound" else "USER_BUSY",
                       by="callee", source=source)
 
-    async def speak(self, call_uuid: str, speech: str | bytes) -> None:
-        """The callee says something now on the audio stream (text -> script audio)."""
-        call, session = await self._session(call_uuid)
-        if isinstance(speech, str):
-            call.callee_said.append(speech)
-            speech = self._audio_for(call, speech)
-        session.speak(speech)
-
-    async def press(self, call_uuid: str, digits: str) -> None:
-        """The callee presses keys now; sent as ``dtmf`` events on the audio stream."""
-        call, session = await self._session(call_uuid)
-        call.callee_said.append(f"dtmf:{digits}")
-        await session.press(digits)
-
-    async def drop_stream(self, call_uuid: str) -> None:
-        """Kill the audio stream's TCP connection (no ``stop``); the call stays up."""
-        _, session = await self._session(call_uuid)
-        session.drop()
-        await session.closed.wait()
-
     async def reconnect_stream(self, call_uuid: str) -> str:
         """Dial the current ``<Stream>`` again with a new streamId."""
         call = self.calls[call_uuid]
@@ -297,28 +207,11 @@ class FakePlivo(CallEngine):
 
     async def wait_for_stream(self, call_uuid: str, timeout: float = 5.0,  # noqa: ASYNC109
                               ) -> StreamRecord:
-        call = self.calls[call_uuid]
-
-        def up() -> bool:
-            live = self._live[call_uuid].session
-            return live is not None and live.is_open and live.started
-
-        await self.wait_for(up, timeout, what=f"{call_uuid} audio stream up")
-        stream = call.stream
+        """Wait until the call's stream is up (``start`` sent); its record."""
+        await self._wait_stream_up(call_uuid, timeout)
+        stream = self.calls[call_uuid].stream
         assert stream is not None
         return stream
-
-    async def wait_for(self, predicate: Callable[[], object], timeout: float = 5.0, *,  # noqa: ASYNC109
-                       interval: float = 0.005, what: str | None = None) -> None:
-        """Poll ``predicate`` until it is truthy; TimeoutError names the last events."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not predicate():
-            if asyncio.get_running_loop().time() > deadline:
-                tail = "\n".join(f"  {e.at:7.3f} {e.call_uuid or '-'} {e.kind} {e.data}"
-                                 for e in self.events[-15:])
-                raise TimeoutError(f"condition {what or predicate!r} not met within "
-                                   f"{timeout}s; last fake events:\n{tail}")
-            await asyncio.sleep(interval)
 
     async def wait_for_status(self, call_uuid: str, *statuses: str,
                               timeout: float = 5.0) -> FakeCall:  # noqa: ASYNC109
@@ -326,9 +219,3 @@ class FakePlivo(CallEngine):
         await self.wait_for(lambda: call.status in statuses, timeout,
                             what=f"{call_uuid} status in {statuses}")
         return call
-
-    @property
-    def latest_call(self) -> FakeCall:
-        if not self.calls:
-            raise LookupError("no calls yet")
-        return next(reversed(self.calls.values()))

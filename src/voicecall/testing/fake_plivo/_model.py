@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from voicecall.carriers.plivo.media import StreamFormat
+from voicecall.testing.fake_carrier._model import (
+    BaseCalleeScript,
+    BaseStreamRecord,
+)
+from voicecall.testing.fake_carrier._model import (
+    CalleeRun as CalleeRun,
+)
+from voicecall.testing.fake_carrier._model import (
+    Press as Press,
+)
+from voicecall.testing.fake_carrier._model import (
+    Reply as Reply,
+)
 
 AnswerMode = Literal["answer", "busy", "no-answer", "failed"]
 Direction = Literal["inbound", "outbound"]
 TERMINAL = frozenset({"completed", "busy", "failed", "no-answer", "timeout", "cancel"})
-
-
-@dataclass(frozen=True)
-class Press:
-    """A callee reply made on the keypad instead of by voice."""
-
-    digits: str
-
-
-Reply = str | Press
 
 
 @dataclass
@@ -40,9 +41,13 @@ class Timings:
     webhook_timeout: float = 15.0  # read timeout for callbacks (Plivo's is 40 s)
     close_timeout: float = 2.0  # WebSocket closing handshake
 
+    @property
+    def playback_is_realtime(self) -> bool:
+        return self.realtime  # our audio plays at the pace the caller's is sent
+
 
 @dataclass
-class CalleeScript:
+class CalleeScript(BaseCalleeScript):
     """The person (or machine) at the other end of a call.
 
     ``replies`` are used in order: one per ``<GetInput>``, or one per turn on an
@@ -54,34 +59,6 @@ class CalleeScript:
     """
 
     answer: AnswerMode = "answer"
-    replies: Sequence[Reply] = ()
-    audio: Callable[[str], bytes] | None = None
-    dtmf: Sequence[tuple[float, str]] = ()
-    hangup_after_turns: int | None = None
-    hangup_when_done: bool = False
-    speak_first: bool = False
-    answer_delay: float | None = None
-
-
-class CalleeRun:
-    """A script's progress during one call (scripts themselves stay reusable)."""
-
-    def __init__(self, script: CalleeScript) -> None:
-        self.script = script
-        self.pending: deque[Reply] = deque(script.replies)
-        self.turns = 0
-
-    def should_hang_up(self) -> bool:
-        s = self.script
-        if s.hangup_after_turns is not None and self.turns >= s.hangup_after_turns:
-            return True
-        return s.hangup_when_done and not self.pending
-
-    def next_reply(self) -> Reply | None:
-        if not self.pending:
-            return None
-        self.turns += 1
-        return self.pending.popleft()
 
 
 @dataclass(frozen=True)
@@ -134,7 +111,7 @@ class ClearRecord:
 
 
 @dataclass
-class StreamRecord:
+class StreamRecord(BaseStreamRecord):
     """One audio-stream WebSocket connection (a reconnect makes a new one)."""
 
     stream_id: str
@@ -144,12 +121,6 @@ class StreamRecord:
     requested_content_type: str | None  # what the XML / REST call asked for
     extra_headers: str
     bidirectional: bool
-    frames_in: list[dict[str, Any]] = field(default_factory=list)  # from the gateway
-    frames_out: list[dict[str, Any]] = field(default_factory=list)  # to the gateway
-    handshake_status: int | None = None
-    end_reason: str | None = None  # stop | closed-by-gateway | dropped | failed
-    close_code: int | None = None
-    connected: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,7 +141,7 @@ class FakeCall:
     from_: str  # as Plivo shows it: digits, no "+"
     to: str
     status: str
-    callee: CalleeRun
+    callee: CalleeRun[CalleeScript]
     created: float = field(default_factory=time.time)
     answered: float | None = None
     ended: float | None = None

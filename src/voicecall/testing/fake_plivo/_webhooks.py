@@ -1,4 +1,4 @@
-"""Plivo -> gateway HTTP: signed callback delivery (routing shared with the fake Twilio).
+"""Plivo -> gateway HTTP: signed callback delivery (routing is in ``fake_carrier``).
 
 The gateway verifies against its *public* URL (``https://voice.example.com/...``)
 while tests serve it on ``127.0.0.1:PORT``; the fake signs the public URL, as
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterable, Callable, Mapping, Sequence
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import httpx
 
@@ -28,13 +28,21 @@ from voicecall.carriers.plivo.signature import (
     compute_v2,
     compute_v3,
 )
+from voicecall.testing.fake_carrier._webhooks import (
+    FakeRoutingError,
+    HttpSender,
+    Router,
+    Target,
+    tamper,
+    with_query,
+)
 from voicecall.testing.fake_plivo._model import FakeCall, SentWebhook, Timings
-from voicecall.testing.fake_twilio._webhooks import FakeRoutingError, Router, Target
 
 USER_AGENT = "PlivoHTTP/1.0"
 WS_USER_AGENT = "PlivoStream/1.0"
 
-__all__ = ["FakeRoutingError", "Router", "Target", "WebhookSender", "new_nonce", "tamper"]
+__all__ = ["FakeRoutingError", "Router", "Target", "WebhookSender", "new_nonce", "tamper",
+           "with_query"]
 
 
 def new_nonce() -> str:
@@ -42,26 +50,15 @@ def new_nonce() -> str:
     return "".join(secrets.choice("0123456789") for _ in range(20))
 
 
-def tamper(signature: str) -> str:
-    """A same-length signature that is certainly wrong."""
-    if not signature:
-        return "AAAA"
-    return ("B" if signature[0] != "B" else "C") + signature[1:]
-
-
-def with_query(url: str, params: Mapping[str, str]) -> str:
-    if not params:
-        return url
-    return url + ("&" if urlsplit(url).query else "?") + urlencode(params)
-
-
-class WebhookSender:
+class WebhookSender(HttpSender[SentWebhook, FakeCall]):
     """Signs and delivers callbacks, recording each one."""
+
+    fake_name = "FakePlivo"
 
     def __init__(self, auth_token: str, router: Router, timings: Timings, *,
                  record: Callable[[SentWebhook, FakeCall | None], None]) -> None:
+        super().__init__(timings, record)
         self.router = router
-        self.timings = timings
         self.auth_token = auth_token
         self.signing_token = auth_token
         self.extra_tokens: list[str] = []  # more tokens -> several comma-separated signatures
@@ -69,17 +66,6 @@ class WebhookSender:
         self.send_v2 = True
         self.signature_override: str | None = None
         self.tamper_remaining = 0
-        self._record = record
-        self._client: httpx.AsyncClient | None = None
-
-    async def start(self) -> None:
-        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False,
-                                         timeout=self.timings.webhook_timeout)
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     def v3_signature(self, call: FakeCall | None, url: str, nonce: str,
                      params: Mapping[str, str] | None, method: str = "POST") -> str:
@@ -124,8 +110,7 @@ class WebhookSender:
                       raise_errors: bool = False,
                       ) -> tuple[SentWebhook, httpx.Response | None]:
         """Send one callback. Transport failures are recorded (or raised if asked)."""
-        if self._client is None:
-            raise RuntimeError("FakePlivo is not running")
+        self._running()
         method = method.upper()
         form = dict(params)
         public = with_query(url, form) if method == "GET" else url
@@ -150,18 +135,5 @@ class WebhookSender:
         sent = SentWebhook(kind=kind, method=method, url=public, target=target.local,
                            params=form, nonce=used_nonce, signature=headers.get(V3_HEADER, v3),
                            headers=headers, call_uuid=call.call_uuid if call else None)
-        response: httpx.Response | None = None
-        try:
-            response = await self._client.request(method, target.local, headers=headers,
-                                                   content=content)
-        except httpx.HTTPError as exc:
-            sent.error = f"{type(exc).__name__}: {exc}"
-            self._record(sent, call)
-            if raise_errors:
-                raise
-            return sent, None
-        sent.status_code = response.status_code
-        sent.response_body = response.text
-        sent.response_headers = dict(response.headers)
-        self._record(sent, call)
-        return sent, response
+        return await self._exchange(sent, call, method, target.local, headers, content,
+                                    raise_errors=raise_errors)

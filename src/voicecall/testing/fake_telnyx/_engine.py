@@ -21,10 +21,11 @@ import asyncio
 import secrets
 import time
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from voicecall.testing.fake_carrier._server import LoopbackFake
 from voicecall.testing.fake_telnyx._model import (
     ANSWER_CAUSES,
     CalleeRun,
@@ -40,7 +41,6 @@ from voicecall.testing.fake_telnyx._model import (
 from voicecall.testing.fake_telnyx._rest import call_ended, wrong_state
 from voicecall.testing.fake_telnyx._stream import StreamSession
 from voicecall.testing.fake_telnyx._webhooks import FakeRoutingError, Router, WebhookSender
-from voicecall.testing.fake_twilio import tone_burst
 
 STREAM_KEYS = ("stream_url", "stream_track", "stream_codec", "stream_bidirectional_mode",
                "stream_bidirectional_codec", "stream_bidirectional_sampling_rate",
@@ -68,7 +68,7 @@ def new_id(prefix: str = "") -> str:
     return prefix + secrets.token_urlsafe(24)
 
 
-class CallEngine:
+class CallEngine(LoopbackFake[FakeCall, FakeEvent, StreamSession]):
     """Simulates call legs; ``FakeTelnyx`` adds the server and the public test API."""
 
     api_key: str
@@ -77,37 +77,19 @@ class CallEngine:
     callee: CalleeScript
     callees: dict[str, CalleeScript]
     timings: Timings
-    calls: dict[str, FakeCall]
     requests: list[RestRequest]
     webhooks: list[SentWebhook]
-    events: list[FakeEvent]
-    task_errors: list[BaseException]
     _live: dict[str, Live]
-    _tasks: set[asyncio.Task[None]]
     _router: Router
     _webhooks: WebhookSender
-    _t0: float
-    _closing: bool
 
     # -- bookkeeping -----------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+    def _live_session(self, call_id: str) -> StreamSession | None:
+        return self._live[call_id].session
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            self.task_errors.append(exc)
-            self._log(None, "fake.task_error", task=task.get_name(), error=repr(exc))
-
-    def _log(self, ccid: str | None, kind: str, **data: Any) -> None:
-        self.events.append(FakeEvent(time.monotonic() - self._t0, ccid, kind, data))
+    def _log(self, call_id: str | None, kind: str, **data: Any) -> None:
+        self.events.append(FakeEvent(time.monotonic() - self._t0, call_id, kind, data))
 
     def _record_webhook(self, sent: SentWebhook, call: FakeCall | None) -> None:
         self.webhooks.append(sent)
@@ -430,7 +412,7 @@ class CallEngine:
             call.callee_said.append(f"dtmf:{digits}")
             await self._press(call, live, digits)
 
-    def _stream_turn(self, call: FakeCall, session: StreamSession) -> None:
+    def _callee_turn(self, call: FakeCall, session: StreamSession) -> None:
         """Our stream playback went quiet: the callee's turn on the stream."""
         if call.state == "hangup" or self._closing:
             return
@@ -449,9 +431,6 @@ class CallEngine:
         else:
             call.callee_said.append(reply)
             session.speak(self._audio_for(call, reply))
-
-    def _audio_for(self, call: FakeCall, text: str) -> bytes:
-        return (call.callee.script.audio or tone_burst)(text)
 
     # -- media streams -----------------------------------------------------------------
 

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from voicecall.testing.fake_carrier._model import (
+    BaseCalleeScript,
+    BaseStreamRecord,
+)
+from voicecall.testing.fake_carrier._model import (
+    CalleeRun as CalleeRun,
+)
+from voicecall.testing.fake_carrier._model import (
+    Press as Press,
+)
+from voicecall.testing.fake_carrier._model import (
+    Reply as Reply,
+)
 
 AnswerMode = Literal["answer", "busy", "no-answer", "rejected", "failed"]
 Direction = Literal["incoming", "outgoing"]
 # How an unanswered outbound call ends, as Telnyx reports it in call.hangup.
 ANSWER_CAUSES: dict[str, str] = {"busy": "user_busy", "no-answer": "timeout",
                                  "rejected": "call_rejected", "failed": "not_found"}
-
-
-@dataclass(frozen=True)
-class Press:
-    """A callee reply made on the keypad instead of by voice."""
-
-    digits: str
-
-
-Reply = str | Press
 
 
 @dataclass
@@ -52,7 +54,7 @@ class Timings:
 
 
 @dataclass
-class CalleeScript:
+class CalleeScript(BaseCalleeScript):
     """The person (or machine) at the other end of a call.
 
     ``replies`` are used in order: one per transcription window (Telnyx
@@ -65,36 +67,8 @@ class CalleeScript:
     """
 
     answer: AnswerMode = "answer"
-    replies: Sequence[Reply] = ()
-    audio: Callable[[str], bytes] | None = None
-    dtmf: Sequence[tuple[float, str]] = ()
-    hangup_after_turns: int | None = None
-    hangup_when_done: bool = False
-    speak_first: bool = False
-    answer_delay: float | None = None
     interim: bool = False
     confidence: float = 0.93
-
-
-class CalleeRun:
-    """A script's progress during one call (scripts themselves stay reusable)."""
-
-    def __init__(self, script: CalleeScript) -> None:
-        self.script = script
-        self.pending: deque[Reply] = deque(script.replies)
-        self.turns = 0
-
-    def should_hang_up(self) -> bool:
-        s = self.script
-        if s.hangup_after_turns is not None and self.turns >= s.hangup_after_turns:
-            return True
-        return s.hangup_when_done and not self.pending
-
-    def next_reply(self) -> Reply | None:
-        if not self.pending:
-            return None
-        self.turns += 1
-        return self.pending.popleft()
 
 
 @dataclass(frozen=True)
@@ -131,6 +105,7 @@ class SentWebhook:
     attempt: int = 1
     status_code: int | None = None
     response_body: str = ""
+    response_headers: dict[str, str] = field(default_factory=dict)
     error: str | None = None
 
     @property
@@ -150,19 +125,13 @@ class ClearRecord:
 
 
 @dataclass
-class StreamRecord:
+class StreamRecord(BaseStreamRecord):
     """One media-stream WebSocket connection (a reconnect makes a new one)."""
 
     stream_id: str
     url: str  # stream_url as the gateway gave it
     target: str  # what was dialled
     auth_token: str | None
-    frames_in: list[dict[str, Any]] = field(default_factory=list)  # from the gateway
-    frames_out: list[dict[str, Any]] = field(default_factory=list)  # to the gateway
-    handshake_status: int | None = None
-    end_reason: str | None = None  # stop | closed-by-gateway | dropped | failed
-    close_code: int | None = None
-    connected: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,7 +154,7 @@ class FakeCall:
     from_: str
     to: str
     state: str  # parked | bridging | answered | hangup
-    callee: CalleeRun
+    callee: CalleeRun[CalleeScript]
     webhook_url: str | None
     client_state: str | None = None
     created: float = field(default_factory=time.time)

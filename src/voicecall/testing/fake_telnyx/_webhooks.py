@@ -9,67 +9,36 @@ Telnyx signs ``f"{timestamp}|{raw body}"`` (not the URL) with the account's Ed25
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import time
 import uuid
 from collections.abc import AsyncIterable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from voicecall.carriers.telnyx.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from voicecall.testing.fake_carrier._webhooks import (
+    FakeRoutingError,
+    HttpSender,
+    Target,
+    tamper,
+)
+from voicecall.testing.fake_carrier._webhooks import Router as BaseRouter
 from voicecall.testing.fake_telnyx._model import FakeCall, SentWebhook, Timings
 
 USER_AGENT = "telnyx-webhooks"
-_DOWNGRADE = {"https": "http", "wss": "ws"}
+
+__all__ = ["FakeRoutingError", "Router", "Target", "WebhookSender", "envelope", "tamper"]
 
 
-class FakeRoutingError(Exception):
-    """A URL the fake will not contact (not loopback after rewriting)."""
-
-
-@dataclass(frozen=True)
-class Target:
-    public: str
-    local: str
-    host_header: str | None
-
-
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class Router:
+class Router(BaseRouter):
     """Maps public gateway URLs to the loopback listener that serves them."""
 
-    def __init__(self, public_to_local: Mapping[str, str] | None = None) -> None:
-        self.public_to_local = {k: (urlsplit(v).netloc if "//" in v else v)
-                                for k, v in (public_to_local or {}).items()}
+    hint = "public_to_local"
 
-    def resolve(self, url: str) -> Target:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
-            raise FakeRoutingError(f"not an absolute http(s)/ws(s) URL: {url!r}")
-        mapped = self.public_to_local.get(parts.netloc) or self.public_to_local.get(
-            parts.hostname)
-        local = urlunsplit(parts._replace(netloc=mapped)) if mapped else url
-        lparts = urlsplit(local)
-        if not _is_loopback(lparts.hostname):
-            raise FakeRoutingError(f"refusing to contact non-loopback host {lparts.hostname!r} "
-                                   f"for {url!r}; map it with public_to_local")
-        lparts = lparts._replace(scheme=_DOWNGRADE.get(lparts.scheme, lparts.scheme))
-        host = parts.netloc.rpartition("@")[2]
-        return Target(url, urlunsplit(lparts), host if host != lparts.netloc else None)
+    def __init__(self, public_to_local: Mapping[str, str] | None = None) -> None:
+        super().__init__(public_to_local=public_to_local)
 
 
 def envelope(event_type: str, payload: Mapping[str, Any], *, event_id: str,
@@ -82,36 +51,21 @@ def envelope(event_type: str, payload: Mapping[str, Any], *, event_id: str,
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
 
-def tamper(signature: str) -> str:
-    """A same-length, still-base64 signature that is certainly wrong."""
-    if not signature:
-        return "AAAA"
-    return ("B" if signature[0] != "B" else "C") + signature[1:]
-
-
-class WebhookSender:
+class WebhookSender(HttpSender[SentWebhook, FakeCall]):
     """Signs and delivers webhooks, recording each one."""
+
+    fake_name = "FakeTelnyx"
+    timings: Timings
 
     def __init__(self, seed: bytes, router: Router, timings: Timings, *,
                  record: Callable[[SentWebhook, FakeCall | None], None]) -> None:
+        super().__init__(timings, record)
         self.seed = seed
         self.signing_seed = seed
         self.router = router
-        self.timings = timings
         self.timestamp_skew = 0.0  # seconds added to the signed timestamp
         self.signature_override: str | None = None
         self.tamper_remaining = 0
-        self._record = record
-        self._client: httpx.AsyncClient | None = None
-
-    async def start(self) -> None:
-        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False,
-                                         timeout=self.timings.webhook_timeout)
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     def headers_for(self, body: bytes, *, sign_it: bool = True,
                     timestamp: str | None = None) -> dict[str, str]:
@@ -130,8 +84,7 @@ class WebhookSender:
                    headers: Mapping[str, str], *, kind: str, call: FakeCall | None,
                    event_id: str | None = None, attempt: int = 1, raise_errors: bool = False,
                    ) -> tuple[SentWebhook, httpx.Response | None]:
-        if self._client is None:
-            raise RuntimeError("FakeTelnyx is not running")
+        self._running()
         target = self.router.resolve(url)
         send_headers = dict(headers)
         if target.host_header:
@@ -141,19 +94,8 @@ class WebhookSender:
                            headers=dict(headers), event_id=event_id,
                            call_control_id=call.call_control_id if call else None,
                            attempt=attempt)
-        response: httpx.Response | None = None
-        try:
-            response = await self._client.post(target.local, headers=send_headers, content=body)
-        except httpx.HTTPError as exc:
-            sent.error = f"{type(exc).__name__}: {exc}"
-            self._record(sent, call)
-            if raise_errors:
-                raise
-            return sent, None
-        sent.status_code = response.status_code
-        sent.response_body = response.text
-        self._record(sent, call)
-        return sent, response
+        return await self._exchange(sent, call, "POST", target.local, send_headers, body,
+                                    raise_errors=raise_errors)
 
     async def deliver(self, url: str, event_type: str, payload: Mapping[str, Any], *,
                       call: FakeCall | None, event_id: str | None = None,

@@ -11,12 +11,12 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from voicecall.testing.fake_twilio._audio import tone_burst
+from voicecall.testing.fake_carrier._server import LoopbackFake
 from voicecall.testing.fake_twilio._model import (
     AppError,
     CalleeRun,
@@ -92,7 +92,7 @@ def _gathered_digits(pressed: str, gather: Gather) -> dict[str, str]:
     return {"Digits": pressed, "FinishedOnKey": finished}
 
 
-class CallEngine:
+class CallEngine(LoopbackFake[FakeCall, FakeEvent, StreamSession]):
     """Simulates calls; ``FakeTwilio`` adds the server and the public test API."""
 
     account_sid: str
@@ -100,37 +100,19 @@ class CallEngine:
     callee: CalleeScript
     callees: dict[str, CalleeScript]
     timings: Timings
-    calls: dict[str, FakeCall]
     requests: list[RestRequest]
     webhooks: list[SentWebhook]
-    events: list[FakeEvent]
-    task_errors: list[BaseException]
     _live: dict[str, Live]
-    _tasks: set[asyncio.Task[None]]
     _router: Router
     _webhooks: WebhookSender
-    _t0: float
-    _closing: bool
 
     # -- bookkeeping -----------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+    def _live_session(self, call_id: str) -> StreamSession | None:
+        return self._live[call_id].session
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            self.task_errors.append(exc)
-            self._log(None, "fake.task_error", task=task.get_name(), error=repr(exc))
-
-    def _log(self, call_sid: str | None, kind: str, **data: Any) -> None:
-        self.events.append(FakeEvent(time.monotonic() - self._t0, call_sid, kind, data))
+    def _log(self, call_id: str | None, kind: str, **data: Any) -> None:
+        self.events.append(FakeEvent(time.monotonic() - self._t0, call_id, kind, data))
 
     def _record_webhook(self, sent: SentWebhook, call: FakeCall | None) -> None:
         self.webhooks.append(sent)
@@ -147,19 +129,6 @@ class CallEngine:
         self._log(call.sid, "call.created", direction=call.direction, from_=call.from_,
                   to=call.to)
         return live
-
-    async def _session(self, call_sid: str) -> tuple[FakeCall, StreamSession]:
-        """The call's open stream; a dial still in flight is waited for, not an error."""
-        call = self.calls[call_sid]
-        session = self._live[call_sid].session
-        if session is not None:
-            await asyncio.wait_for(session.dialled.wait(), self.timings.webhook_timeout)
-        if session is None or not session.is_open:
-            raise RuntimeError(f"{call_sid} has no open media stream")
-        return call, session
-
-    def _audio_for(self, call: FakeCall, text: str) -> bytes:
-        return (call.callee.script.audio or tone_burst)(text)
 
     def _create_outbound(self, req: CreateCall) -> FakeCall:
         call = FakeCall(sid=new_sid("CA"), account_sid=self.account_sid,

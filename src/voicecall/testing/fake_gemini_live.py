@@ -88,7 +88,6 @@ from typing import Any
 
 from pydantic.alias_generators import to_camel
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -327,23 +326,18 @@ class _Conversation:
 class _GeminiConn(FakeConn):
     """``FakeConn`` that can send its JSON in binary frames, as the live service may."""
 
-    async def _send_loop(self) -> None:
-        binary = getattr(self.server, "binary_frames", False)
-        while True:
-            item = await self._outbox.get()
-            if item.delay > 0:
-                await asyncio.sleep(item.delay)
-            try:
-                if item.kind == "event" and item.payload is not None:
-                    self.record.sent.append(item.payload)
-                    text = json.dumps(item.payload)
-                    await self.ws.send(text.encode() if binary else text)
-                elif item.kind == "close":
-                    self.record.close_code = item.code
-                    await self.ws.close(item.code, item.reason[:123])
-                    return
-            except ConnectionClosed:
-                return
+    async def send_now(self, event: dict[str, Any]) -> None:
+        self.sent.append(event)
+        text = json.dumps(event)
+        await self.ws.send(text.encode() if getattr(self.server, "binary_frames", False)
+                           else text)
+
+    def close(self, code: int = 1000, reason: str = "", delay: float = 0.0) -> None:
+        super().close(code, reason[:123], delay)
+
+    async def stop(self, wait: float = 0.0) -> None:
+        # A socket already closed has nothing left to flush: do not wait for a queued close.
+        await super().stop(0.0 if self.ws.state is State.CLOSED else wait)
 
 
 class _Live:
@@ -805,20 +799,8 @@ class FakeGeminiLive(FakeSttServer):
     def inject_error(self, conn: FakeConn) -> None:
         conn.close(1011, "Internal error occurred.")
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        record = self._records.pop(id(ws))
-        conn = _GeminiConn(self, ws, record)
-        try:
-            await self.serve(conn)
-        except ConnectionClosed:
-            pass
-        finally:
-            if conn.close_queued and not conn.sender.done() and ws.state is not State.CLOSED:
-                await asyncio.wait({conn.sender}, timeout=2.0)
-            conn.sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await conn.sender
-            record.closed = True
+    def new_conn(self, ws: ServerConnection, record: ConnRecord) -> FakeConn:
+        return _GeminiConn(self, ws, record)
 
     async def serve(self, conn: FakeConn) -> None:
         live = _Live(self, conn)

@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import copy
 import itertools
@@ -83,29 +82,27 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from websockets.http11 import Request, Response
+from websockets.http11 import Response
 
 from voicecall.audio.g711 import pcm16_to_alaw, pcm16_to_mulaw
-from voicecall.testing.fake_stt._server import (
-    DEFAULT_API_KEY,
-    ConnRecord,
-    FakeConn,
-    FakeSttServer,
-    SegEvent,
-    Segmenter,
-    decode_audio,
-    json_response,
-    mask_key,
-)
-from voicecall.testing.fake_stt.openai import (
-    TRANSCRIBE_MODELS,
+from voicecall.testing.fake_stt._openai_wire import (
+    CLIENT_EVENTS,
+    INPUT_KEYS,
+    OpenAIWireFake,
+    WireSession,
     _check_keys,
     _Invalid,
-    _merge,
     _need_object,
     _number,
     _supported,
+    check_format,
+    check_noise_reduction,
+    check_session_type,
+    check_transcription_model,
+    check_turn_detection,
 )
+from voicecall.testing.fake_stt._openai_wire import codec as _codec
+from voicecall.testing.fake_stt._server import DEFAULT_API_KEY, ConnRecord, FakeConn, SegEvent
 
 __all__ = [
     "CHECKING",
@@ -192,10 +189,8 @@ def word_schedule(text: str, chunks: int) -> list[list[str]]:
 # --------------------------------------------------------------------------- validation
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
-FORMATS = ("audio/pcm", "audio/pcmu", "audio/pcma")
 SESSION_KEYS = ("type", "model", "instructions", "output_modalities", "audio", "tools",
                 "tool_choice", "max_output_tokens", "truncation", "include", "tracing", "prompt")
-INPUT_KEYS = ("format", "noise_reduction", "transcription", "turn_detection")
 OUTPUT_KEYS = ("format", "voice", "speed")
 SERVER_VAD_KEYS = ("type", "threshold", "prefix_padding_ms", "silence_duration_ms",
                    "create_response", "interrupt_response", "idle_timeout_ms")
@@ -203,12 +198,6 @@ SEMANTIC_VAD_KEYS = ("type", "eagerness", "create_response", "interrupt_response
 TOOL_KEYS = ("type", "name", "description", "parameters")
 RESPONSE_KEYS = ("instructions", "tools", "tool_choice", "output_modalities", "audio",
                  "max_output_tokens", "metadata", "conversation", "input")
-EAGERNESS_MS = {"low": 1500.0, "medium": 800.0, "auto": 800.0, "high": 400.0}
-CLIENT_EVENTS = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit",
-                 "input_audio_buffer.clear", "conversation.item.create",
-                 "conversation.item.retrieve", "conversation.item.truncate",
-                 "conversation.item.delete", "response.create", "response.cancel",
-                 "output_audio_buffer.clear")
 
 
 def _bool(obj: dict[str, Any], key: str, where: str) -> None:
@@ -217,41 +206,12 @@ def _bool(obj: dict[str, Any], key: str, where: str) -> None:
                        f"{where}.{key}")
 
 
-def _format(value: Any, where: str) -> None:
-    fmt = _need_object(value, where)
-    _check_keys(fmt, ("type", "rate"), where)
-    if fmt.get("type") not in FORMATS:
-        raise _Invalid("invalid_value", f"Invalid value: '{fmt.get('type')}'. Supported values "
-                       f"are: {_supported(FORMATS)}.", f"{where}.type")
-    if fmt["type"] == "audio/pcm" and fmt.get("rate", 24000) != 24000:
-        raise _Invalid("invalid_value", f"Invalid value: {fmt.get('rate')}. Supported values "
-                       "are: 24000.", f"{where}.rate")
-    if fmt["type"] != "audio/pcm" and "rate" in fmt:
-        raise _Invalid("unknown_parameter", f"Unknown parameter: '{where}.rate'.",
-                       f"{where}.rate")
-
-
 def _turn_detection(td: Any, where: str) -> None:
     if td is None:
         return
-    td = _need_object(td, where)
-    kind = td.get("type")
-    if kind == "server_vad":
-        _check_keys(td, SERVER_VAD_KEYS, where)
-        _number(td, "threshold", where, 0.0, 1.0)
-        _number(td, "prefix_padding_ms", where, 0, 10_000)
-        _number(td, "silence_duration_ms", where, 0, 10_000)
-    elif kind == "semantic_vad":
-        _check_keys(td, SEMANTIC_VAD_KEYS, where)
-        if td.get("eagerness", "auto") not in EAGERNESS_MS:
-            raise _Invalid("invalid_value", f"Invalid value: '{td.get('eagerness')}'. Supported "
-                           "values are: 'low', 'medium', 'high', and 'auto'.",
-                           f"{where}.eagerness")
-    else:
-        raise _Invalid("invalid_value", f"Invalid value: '{kind}'. Supported values are: "
-                       "'server_vad' and 'semantic_vad'.", f"{where}.type")
-    _bool(td, "create_response", where)
-    _bool(td, "interrupt_response", where)
+    vad = check_turn_detection(td, where, SERVER_VAD_KEYS, SEMANTIC_VAD_KEYS)
+    _bool(vad, "create_response", where)
+    _bool(vad, "interrupt_response", where)
 
 
 def _tools(value: Any) -> None:
@@ -279,13 +239,7 @@ def _tools(value: Any) -> None:
 
 def validate_realtime_session(session: Any, model: str | None) -> None:
     """Raise ``_Invalid`` the way the Realtime API words it."""
-    s = _need_object(session, "session")
-    if "type" not in s:
-        raise _Invalid("missing_required_parameter", "Missing required parameter: "
-                       "'session.type'.", "session.type")
-    if s["type"] != "realtime":
-        raise _Invalid("invalid_value", f"Invalid value: '{s['type']}'. Supported values are: "
-                       "'realtime'.", "session.type")
+    s = check_session_type(session, "realtime")
     _check_keys(s, SESSION_KEYS, "session")
     if "model" in s and s["model"] != model:
         raise _Invalid("invalid_value", "Cannot update a session's model.", "session.model")
@@ -312,21 +266,14 @@ def validate_realtime_session(session: Any, model: str | None) -> None:
         inp = _need_object(audio["input"], where)
         _check_keys(inp, INPUT_KEYS, where)
         if "format" in inp:
-            _format(inp["format"], f"{where}.format")
+            check_format(inp["format"], f"{where}.format")
         nr = inp.get("noise_reduction")
         if nr is not None:
-            nr = _need_object(nr, f"{where}.noise_reduction")
-            if nr.get("type") not in ("near_field", "far_field"):
-                raise _Invalid("invalid_value", f"Invalid value: '{nr.get('type')}'. "
-                               "Supported values are: 'near_field' and 'far_field'.",
-                               f"{where}.noise_reduction.type")
+            check_noise_reduction(nr, f"{where}.noise_reduction", strict=False)
         tr = inp.get("transcription")
         if tr is not None:
-            tr = _need_object(tr, f"{where}.transcription")
-            if tr.get("model") not in TRANSCRIBE_MODELS:
-                raise _Invalid("invalid_value", f"Invalid value: '{tr.get('model')}'. Supported "
-                               f"values are: {_supported(TRANSCRIBE_MODELS)}.",
-                               f"{where}.transcription.model")
+            check_transcription_model(_need_object(tr, f"{where}.transcription"),
+                                      f"{where}.transcription")
         if "turn_detection" in inp:
             _turn_detection(inp["turn_detection"], f"{where}.turn_detection")
     if "output" in audio:
@@ -334,7 +281,7 @@ def validate_realtime_session(session: Any, model: str | None) -> None:
         out = _need_object(audio["output"], where)
         _check_keys(out, OUTPUT_KEYS, where)
         if "format" in out:
-            _format(out["format"], f"{where}.format")
+            check_format(out["format"], f"{where}.format")
         voice = out.get("voice")
         if voice is not None and voice not in VOICES and not isinstance(voice, dict):
             raise _Invalid("invalid_value", f"Invalid value: '{voice}'. Supported values are: "
@@ -372,11 +319,6 @@ def default_session(model: str | None) -> dict[str, Any]:
     }
 
 
-def _codec(fmt: Mapping[str, Any]) -> tuple[str, int]:
-    return {"audio/pcmu": ("mulaw", 8000), "audio/pcma": ("alaw", 8000)}.get(
-        str(fmt.get("type")), ("pcm16", 24000))
-
-
 def encode_pcm(samples: npt.NDArray[np.int16], codec: str) -> bytes:
     if codec == "mulaw":
         return pcm16_to_mulaw(samples)
@@ -398,21 +340,17 @@ class _Item:
     call_id: str | None = None
 
 
-class _Session:
+class _Session(WireSession):
     """Protocol state of one connection (OpenAI sessions cannot be resumed)."""
 
+    fake: FakeOpenAIRealtime
+
     def __init__(self, fake: FakeOpenAIRealtime, conn: FakeConn, model: str | None) -> None:
-        self.fake = fake
-        self.conn = conn
+        super().__init__(fake, conn, default_session(model))
         self.model = model
-        self.session = default_session(model)
-        conn.record.config = self.session
-        self.seg = self._segmenter(0.0)
         self.user_item: str | None = None
         self.user_transcript = ""
-        self.previous_item: str | None = None
         self.items: dict[str, _Item] = {}
-        self.buffer_ms = 0.0
         self.response_task: asyncio.Task[None] | None = None
         self.response_id: str | None = None
         self.current_item: _Item | None = None
@@ -424,11 +362,6 @@ class _Session:
     # -------------------------------------------------------- helpers
 
     @property
-    def audio_in(self) -> dict[str, Any]:
-        value: dict[str, Any] = self.session["audio"]["input"]
-        return value
-
-    @property
     def audio_out(self) -> dict[str, Any]:
         value: dict[str, Any] = self.session["audio"]["output"]
         return value
@@ -437,32 +370,12 @@ class _Session:
     def active(self) -> bool:
         return self.response_task is not None and not self.response_task.done()
 
-    def _segmenter(self, offset_ms: float) -> Segmenter:
-        td = self.audio_in.get("turn_detection") or {}
-        threshold = float(td.get("threshold", 0.5)) if td.get("type") == "server_vad" else 0.5
-        if td.get("type") == "semantic_vad":
-            silence = EAGERNESS_MS.get(td.get("eagerness", "auto"), 800.0)
-        else:
-            silence = float(td.get("silence_duration_ms", 500))
-        _, rate = _codec(self.audio_in["format"])
-        return Segmenter(rate, threshold=self.fake.rms_threshold * threshold / 0.5,
-                         end_silence_ms=silence, min_speech_ms=self.fake.min_speech_ms,
-                         word_ms=self.fake.word_ms, offset_ms=offset_ms)
-
     def name(self, ga: str) -> str:
         """``ga`` as sent: the beta name when the fake plays an old server."""
         if not self.fake.legacy_names:
             return ga
         return ga.replace("response.output_audio_transcript", "response.audio_transcript") \
             .replace("response.output_audio", "response.audio")
-
-    def event(self, kind: str, delay: float = 0.0, **fields: Any) -> None:
-        self.conn.send({"type": kind, "event_id": self.conn.next_id("event"), **fields}, delay)
-
-    def error(self, code: str | None, message: str, param: str | None = None,
-              client_event_id: Any = None, kind: str = "invalid_request_error") -> None:
-        self.event("error", error={"type": kind, "code": code, "message": message,
-                                   "param": param, "event_id": client_event_id})
 
     def spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
@@ -485,7 +398,8 @@ class _Session:
         if kind != "input_audio_buffer.append":
             self.conn.record.messages.append(msg)
         if kind == "session.update":
-            self.on_session_update(msg, eid)
+            self.update_session(msg, eid, lambda s: validate_realtime_session(s, self.model),
+                                self.fake.ready_delay)
         elif kind == "input_audio_buffer.append":
             self.on_append(msg, eid)
         elif kind == "input_audio_buffer.commit":
@@ -523,38 +437,9 @@ class _Session:
             self.error("invalid_value", f"Invalid value: '{kind}'. Supported values are: "
                        f"{_supported(CLIENT_EVENTS)}.", "type", eid)
 
-    def on_session_update(self, msg: dict[str, Any], eid: Any) -> None:
-        try:
-            validate_realtime_session(msg.get("session"), self.model)
-        except _Invalid as exc:
-            self.error(exc.code, exc.message, exc.param, eid)
-            return
-        before = (copy.deepcopy(self.audio_in.get("format")),
-                  copy.deepcopy(self.audio_in.get("turn_detection")))
-        self.session = _merge(self.session, dict(msg["session"]))
-        self.conn.record.config = self.session
-        if before != (self.audio_in.get("format"), self.audio_in.get("turn_detection")):
-            self.seg = self._segmenter(self.seg.t_ms)
-        self.event("session.updated", self.fake.ready_delay,
-                   session=copy.deepcopy(self.session))
-
     def on_append(self, msg: dict[str, Any], eid: Any) -> None:
-        audio = msg.get("audio")
-        try:
-            raw = base64.b64decode(audio, validate=True) if isinstance(audio, str) else None
-        except (binascii.Error, ValueError):
-            raw = None
-        if raw is None:
-            self.error("invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.",
-                       "audio", eid)
-            return
-        codec, rate = _codec(self.audio_in["format"])
-        samples = decode_audio(codec, raw)
-        ms = len(samples) * 1000 / rate
-        if not self.conn.on_audio(len(raw), ms):
-            return
-        self.buffer_ms += ms
-        if not self.audio_in.get("turn_detection"):
+        samples = self.append(msg, eid)
+        if samples is None or not self.audio_in.get("turn_detection"):
             return
         for ev in self.seg.feed(samples):
             self.on_vad(ev)
@@ -580,10 +465,7 @@ class _Session:
                 self.start_response(self.next_reply())
 
     def on_commit(self, eid: Any) -> None:
-        if self.buffer_ms < 100:
-            self.error("input_audio_buffer_commit_empty", "Error committing input audio buffer: "
-                       "buffer too small. Expected at least 100ms of audio, but buffer only has "
-                       f"{self.buffer_ms:.2f}ms of audio.", None, eid)
+        if self.commit_too_small(eid):
             return
         self.seg.flush()
         item = self.user_item or self.conn.next_id("item")
@@ -850,7 +732,7 @@ class _Session:
 # --------------------------------------------------------------------------- server
 
 
-class FakeOpenAIRealtime(FakeSttServer):
+class FakeOpenAIRealtime(OpenAIWireFake):
     """``async with FakeOpenAIRealtime(script=[...]) as fake:``; point clients at ``fake.base_url``.
 
     ``script``: what the model does on each turn, in order (then ``Speech("Okay.")``);
@@ -859,8 +741,6 @@ class FakeOpenAIRealtime(FakeSttServer):
     ``response_delay`` before each response. ``say_ms``: length of a spoken
     greeting / ``say``. ``session_expiry_s``: expire the session after that long.
     """
-
-    path = "/v1/realtime"
 
     def __init__(self, script: Sequence[ScriptItem] = (), *,
                  transcripts: Sequence[str] = ("hello",), chunk_ms: int = 100,
@@ -912,66 +792,20 @@ class FakeOpenAIRealtime(FakeSttServer):
                     kind="invalid_request_error")
         conn.close(1001, "session_expired")
 
-    def check_handshake(self, request: Request, record: ConnRecord) -> Response | None:
-        auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer ") or not auth[7:].strip():
-            return json_response(401, {"error": {
-                "message": "You didn't provide an API key. You need to provide your API key in "
-                           "an Authorization header using Bearer auth (i.e. Authorization: "
-                           "Bearer YOUR_KEY).",
-                "type": "invalid_request_error", "param": None, "code": None}})
-        record.authorized = auth[7:].strip() == self.api_key
-        if record.q("model") is None:
-            return json_response(400, {"error": {
-                "message": "Missing required parameter: 'model'.",
-                "type": "invalid_request_error", "param": "model",
-                "code": "missing_required_parameter"}})
-        return None
-
-    def inject_error(self, conn: FakeConn) -> None:
-        conn.send({"type": "error", "event_id": conn.next_id("event"), "error": {
-            "type": "server_error", "code": "server_error", "param": None, "event_id": None,
-            "message": "The server had an error while processing your request. Sorry about "
-                       "that!"}})
+    def check_query(self, record: ConnRecord) -> Response | None:
+        return self.missing_model() if record.q("model") is None else None
 
     async def serve(self, conn: FakeConn) -> None:
-        ws, record = conn.ws, conn.record
-        state = _Session(self, conn, record.q("model"))
+        state = _Session(self, conn, conn.record.q("model"))
         expiry: asyncio.Task[None] | None = None
-        if "openai-beta" in record.headers and self.reject_beta:
-            state.error("beta_api_shape_disabled", "The Realtime Beta API is no longer "
-                        "supported. Please use /v1/realtime for the GA API.")
-            conn.close(4000, "beta_api_shape_disabled")
-        elif not record.authorized:
-            auth = ws.request.headers.get("Authorization", "") if ws.request else ""
-            state.error("invalid_api_key", f"Incorrect API key provided: {mask_key(auth[7:])}. "
-                        "You can find your API key at https://platform.openai.com/account/"
-                        "api-keys.")
-            conn.close(3000, "invalid_request_error.invalid_api_key")
-        else:
+        if not self.refused(state, self.reject_beta):
             state.event("session.created", session=copy.deepcopy(state.session))
             if self.session_expiry_s is not None:
                 expiry = asyncio.get_running_loop().create_task(
                     self._expire_later(state, conn, self.session_expiry_s))
         self._live.append((state, conn))
         try:
-            async for message in ws:
-                if conn.closing:
-                    continue
-                if isinstance(message, bytes):
-                    state.error("invalid_value", "Binary frames are not supported; send JSON "
-                                "client events.", None)
-                    continue
-                try:
-                    msg = json.loads(message)
-                except ValueError:
-                    state.error("invalid_json", "The message could not be parsed as JSON.")
-                    continue
-                if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-                    state.error("missing_required_parameter", "Missing required parameter: "
-                                "'type'.", "type")
-                    continue
-                state.on_message(msg)
+            await self.read_events(state)
         finally:
             self._live.remove((state, conn))
             if expiry is not None:

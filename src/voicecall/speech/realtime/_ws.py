@@ -24,6 +24,12 @@ style of ``voicecall.speech.stt._ws``:
 
 Error texts never contain the API key (``redact``), and URLs are never put in
 messages (a query string may hold a key).
+
+The plumbing shared with the STT sessions (connect and handshake errors,
+close codes, redaction, the queue, the reader loop, ``aclose``) is
+``voicecall.speech._ws_common.WsSessionCore``; this module adds what only a
+realtime session does (resuming on a new connection, the per-connection
+"live" state).
 """
 
 from __future__ import annotations
@@ -32,17 +38,23 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from voicecall.errors import ProviderError
+from voicecall.speech._ws_common import (
+    CLOSE_TIMEOUT_S,
+    CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_QUEUED_BYTES,
+    READY_TIMEOUT_S,
+    WsSessionCore,
+    close_error,
+    open_ws,
+)
 from voicecall.speech.realtime.base import RealtimeEvent, RealtimeEventType
-from voicecall.speech.stt._ws import handshake_error, redact
 
 __all__ = [
     "CLOSE_TIMEOUT_S",
@@ -57,11 +69,6 @@ __all__ = [
 
 log = logging.getLogger("voicecall.realtime")
 
-DEFAULT_MAX_QUEUED_BYTES = 2 * 1024 * 1024   # mu-law bytes: ~4.4 minutes
-CONNECT_TIMEOUT_S = 10.0
-READY_TIMEOUT_S = 10.0
-CLOSE_TIMEOUT_S = 2.0
-USER_AGENT = "voicecall"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -85,7 +92,7 @@ class Reconnect(Exception):  # noqa: N818 - a control-flow signal, not an error
         self.why = why
 
 
-class RealtimeWsSession:
+class RealtimeWsSession(WsSessionCore[RealtimeEvent]):
     """One realtime conversation for one call. Subclasses implement the vendor protocol.
 
     Hooks:
@@ -102,37 +109,19 @@ class RealtimeWsSession:
     """
 
     provider = "realtime"
+    _ws_kind = "realtime"
+    _ws_log = log
 
     def __init__(self, *, call_id: str, secret: str,
                  connect_timeout: float = CONNECT_TIMEOUT_S,
                  ready_timeout: float = READY_TIMEOUT_S,
                  close_timeout: float = CLOSE_TIMEOUT_S,
                  max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES) -> None:
-        self.call_id = call_id
-        self._secret = secret
-        self._connect_timeout = connect_timeout
-        self._ready_timeout = ready_timeout
-        self._close_timeout = close_timeout
-        self._max_queued = max_queued_bytes
-        self._events: asyncio.Queue[RealtimeEvent] = asyncio.Queue()
-        self._ready = asyncio.Event()          # set when ready *or* failed before ready
-        self._ready_error: ProviderError | None = None
-        self._is_ready = False
-        self._live = False                     # a connection takes input right now
-        self._pending: deque[bytes | str] = deque()   # bytes: mu-law audio; str: a message
-        self._pending_bytes = 0
-        self._ws: ClientConnection | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._aclose_started = False
-        self._aclose_done = asyncio.Event()
-        self._closed_emitted = False
-        self._closed_delivered = False
+        super().__init__(call_id=call_id, secret=secret, connect_timeout=connect_timeout,
+                         ready_timeout=ready_timeout, close_timeout=close_timeout,
+                         max_queued_bytes=max_queued_bytes)
         self._failed = False
-        self._warned: set[str] = set()
         self.connections = 0         # connections opened (resumptions make it > 1)
-        self.sent_bytes = 0          # mu-law bytes handed to a socket
-        self.dropped_bytes = 0       # mu-law bytes never sent
 
     # ---------------------------------------------------------------- hooks
 
@@ -156,13 +145,7 @@ class RealtimeWsSession:
 
     def connection_error(self, exc: ConnectionClosed) -> ProviderError:
         """The error for a socket the server closed or dropped (no reconnect)."""
-        code = exc.rcvd.code if exc.rcvd is not None else 1006
-        reason = exc.rcvd.reason if exc.rcvd is not None else ""
-        what = "closed by the server" if exc.rcvd is not None else "lost"
-        text = f"{self.provider}: connection {what} (code {code}" + \
-            (f": {reason})" if reason else ")")
-        return ProviderError(self.error_text(text),
-                             retryable=code in (1001, 1006, 1011, 1012, 1013, 1014))
+        return close_error(self.provider, exc, self._secret)
 
     # ---------------------------------------------------------------- for subclasses
 
@@ -170,9 +153,6 @@ class RealtimeWsSession:
         if self._closed_emitted:
             return
         self._events.put_nowait(RealtimeEvent(type_, **fields))
-
-    def error_text(self, text: str) -> str:
-        return redact(text, self._secret)
 
     async def send_now(self, obj: Mapping[str, Any]) -> None:
         """Send on the current socket regardless of liveness (setup messages)."""
@@ -217,94 +197,18 @@ class RealtimeWsSession:
             await self.on_first_live()
 
     @property
-    def ready(self) -> bool:
-        return self._is_ready
-
-    @property
     def live(self) -> bool:
         return self._live
-
-    @property
-    def queued_bytes(self) -> int:
-        return self._pending_bytes
 
     # ---------------------------------------------------------------- public API
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"realtime-{self.provider}-{self.call_id}")
-
-    async def wait_ready(self) -> None:
-        await self._ready.wait()
-        err = self._ready_error
-        if err is not None:
-            raise ProviderError(str(err), retryable=err.retryable, status_code=err.status_code)
-
-    async def send_audio(self, mulaw: bytes) -> None:
-        if not mulaw:
-            return
-        if self._closing or self._closed_emitted or self._ready_error is not None:
-            self._drop(len(mulaw), "session closed")
-            return
-        if not self._live:
-            self._enqueue_audio(bytes(mulaw))
-            return
-        await self._transmit(bytes(mulaw))
-
-    async def events(self) -> AsyncIterator[RealtimeEvent]:
-        while not self._closed_delivered:
-            ev = await self._events.get()
-            if ev.type == "closed":
-                self._closed_delivered = True
-            yield ev
-
-    async def aclose(self) -> None:
-        if self._aclose_started:
-            await self._aclose_done.wait()
-            return
-        self._aclose_started = True
-        self._closing = True
-        self._live = False
-        try:
-            task, ws = self._task, self._ws
-            if task is not None and not task.done():
-                if ws is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(ws.close(), self._close_timeout)
-                    await asyncio.wait({task}, timeout=self._close_timeout)
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            self._finish()
-        finally:
-            self._aclose_done.set()
+        self._spawn()
 
     # ---------------------------------------------------------------- internals
 
-    def _drop(self, n: int, why: str) -> None:
-        self.dropped_bytes += n
-        if why not in self._warned:
-            self._warned.add(why)
-            log.warning("realtime.audio_dropped", extra={"provider": self.provider,
-                                                         "call_id": self.call_id, "why": why})
-
-    def _enqueue_audio(self, mulaw: bytes, front: bool = False) -> None:
-        if front:
-            self._pending.appendleft(mulaw)
-        else:
-            self._pending.append(mulaw)
-        self._pending_bytes += len(mulaw)
-        while self._pending_bytes > self._max_queued:
-            for i, item in enumerate(self._pending):
-                if isinstance(item, bytes):
-                    del self._pending[i]
-                    self._pending_bytes -= len(item)
-                    self._drop(len(item), "queue full, oldest audio dropped")
-                    break
-            else:  # pragma: no cover - only audio counts towards the bound
-                break
+    async def _send_live(self, mulaw: bytes) -> None:
+        await self._transmit(bytes(mulaw))
 
     async def _transmit(self, item: bytes | str) -> bool:
         """Send one queued item; on a dead socket put it back (front) and go not-live."""
@@ -335,124 +239,75 @@ class RealtimeWsSession:
         else:
             self._pending.appendleft(item)
 
-    async def _connect(self) -> ClientConnection:
-        url, headers = self.connect_target()
-        try:
-            return await asyncio.wait_for(
-                connect(url, additional_headers=dict(headers), user_agent_header=USER_AGENT,
-                        open_timeout=None, close_timeout=self._close_timeout,
-                        max_size=MAX_MESSAGE_BYTES, ping_interval=20, ping_timeout=20),
-                self._connect_timeout)
-        except InvalidStatus as exc:
-            raise handshake_error(self.provider, exc, self._secret) from None
-        except TimeoutError:
-            raise ProviderError(f"{self.provider}: no connection after "
-                                f"{self._connect_timeout:g} s", retryable=True) from None
-        except (OSError, WebSocketException) as exc:
-            raise ProviderError(self.error_text(
-                f"{self.provider}: cannot connect: {type(exc).__name__}: {exc}"),
-                retryable=True) from None
-
     async def _close_ws(self) -> None:
         ws, self._ws = self._ws, None
         if ws is not None and ws.state is not State.CLOSED:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), self._close_timeout)
 
-    async def _run(self) -> None:
-        try:
-            while True:
-                self._live = False
-                try:
-                    self._ws = await self._connect()
-                    self.connections += 1
-                    log.debug("realtime.connected", extra={
-                        "provider": self.provider, "call_id": self.call_id,
-                        "connection": self.connections})
-                    try:
-                        await self.on_open()
-                    except ConnectionClosed:
-                        pass      # the reader says why, after what the server sent first
-                    await self._read(self._ws)
-                    return
-                except Reconnect as exc:
-                    log.info("realtime.reconnecting", extra={
-                        "provider": self.provider, "call_id": self.call_id, "why": exc.why})
-                    self._live = False
-                    await self._close_ws()
-                    if self._closing:
-                        return
-        except ProviderError as exc:
-            self._fail(exc)
-        except ConnectionClosed as exc:
-            if not self._closing:
-                self._fail(self.connection_error(exc))
-        except Exception as exc:  # a bug or a malformed message: report it, do not hang
-            log.debug("realtime.session_failed", exc_info=True)
-            self._fail(ProviderError(self.error_text(
-                f"{self.provider}: {type(exc).__name__}: {exc}"), retryable=True))
-        finally:
-            self._live = False
-            await self._close_ws()
-            self._finish()
-
-    async def _read(self, ws: ClientConnection) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._ready_timeout
+    async def _connected_session(self) -> None:
         while True:
+            self._live = False
             try:
-                if self._live:
-                    message = await ws.recv()
-                else:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        what = "ready" if not self._is_ready else "live again"
-                        raise ProviderError(f"{self.provider}: not {what} within "
-                                            f"{self._ready_timeout:g} s", retryable=True)
-                    message = await asyncio.wait_for(ws.recv(), remaining)
-            except TimeoutError:
-                continue
-            except ConnectionClosed as exc:
+                url, headers = self.connect_target()
+                self._ws = await open_ws(self.provider, url, headers, self._secret,
+                                         connect_timeout=self._connect_timeout,
+                                         close_timeout=self._close_timeout,
+                                         max_size=MAX_MESSAGE_BYTES, ping_interval=20,
+                                         ping_timeout=20)
+                self.connections += 1
+                log.debug("realtime.connected", extra={
+                    "provider": self.provider, "call_id": self.call_id,
+                    "connection": self.connections})
+                try:
+                    await self.on_open()
+                except ConnectionClosed:
+                    pass      # the reader says why, after what the server sent first
+                await self._read(self._ws)
+                return
+            except Reconnect as exc:
+                log.info("realtime.reconnecting", extra={
+                    "provider": self.provider, "call_id": self.call_id, "why": exc.why})
+                self._live = False
+                await self._close_ws()
                 if self._closing:
                     return
-                if self.on_connection_lost(exc):
-                    code = exc.rcvd.code if exc.rcvd is not None else 1006
-                    raise Reconnect(f"connection closed (code {code})") from None
-                raise self.connection_error(exc) from None
-            if isinstance(message, bytes):
-                try:
-                    message = message.decode("utf-8")
-                except UnicodeDecodeError:
-                    log.debug("realtime.bad_frame", extra={"provider": self.provider})
-                    continue
-            try:
-                data = json.loads(message)
-            except ValueError:
-                log.debug("realtime.bad_json", extra={"provider": self.provider})
-                continue
-            if isinstance(data, dict):
-                await self.on_message(data)
 
-    def _fail(self, exc: ProviderError) -> None:
-        if not self._is_ready and self._ready_error is None:
-            self._ready_error = exc
-            self._ready.set()
+    def _waiting_for(self) -> str | None:
+        if self._live:
+            return None
+        return "ready" if not self._is_ready else "live again"
+
+    def _connection_lost(self, exc: ConnectionClosed) -> Exception:
+        if self.on_connection_lost(exc):
+            code = exc.rcvd.code if exc.rcvd is not None else 1006
+            return Reconnect(f"connection closed (code {code})")
+        return self.connection_error(exc)
+
+    async def _frame_text(self, data: bytes) -> str | None:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            log.debug("realtime.bad_frame", extra={"provider": self.provider})
+            return None
+
+    async def _dispatch(self, data: dict[str, Any]) -> None:
+        await self.on_message(data)
+
+    def _close_error(self, exc: ConnectionClosed) -> ProviderError:
+        return self.connection_error(exc)
+
+    def _emit_error(self, text: str) -> None:
         if not self._failed:
             self._failed = True
-            self.emit("error", text=str(exc))
-        log.warning("realtime.failed", extra={"provider": self.provider,
-                                              "call_id": self.call_id, "why": str(exc)})
+            self.emit("error", text=text)
 
-    def _finish(self) -> None:
-        if self._closed_emitted:
-            return
-        if not self._is_ready and self._ready_error is None:
-            self._ready_error = ProviderError(f"{self.provider}: session closed before it was "
-                                              "ready")
-            self._ready.set()
-        if self._pending_bytes:
-            self._drop(self._pending_bytes, "session closed with audio queued")
-        self._pending.clear()
-        self._pending_bytes = 0
+    def _on_aclose(self) -> None:
+        self._live = False
+
+    async def _teardown(self) -> None:
+        self._live = False
+        await self._close_ws()
+
+    def _emit_closed(self) -> None:
         self.emit("closed")
-        self._closed_emitted = True

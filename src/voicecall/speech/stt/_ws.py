@@ -27,7 +27,10 @@ subclasses it and fills in the hooks (``on_open``, ``on_text``,
   it has one, gives the server a moment to flush and close, then closes.
 
 Errors are ``ProviderError`` and never contain the API key: messages that
-come from the server are passed through ``redact``.
+come from the server are passed through ``redact``. The plumbing shared with
+the realtime sessions (errors, redaction, the queue, the reader loop,
+``aclose``) lives in ``voicecall.speech._ws_common``; ``redact``,
+``handshake_error``, ``close_error`` and the timeouts are re-exported here.
 
 The module also holds the config helpers the provider ``create`` functions
 share (``ProviderConfig``), ``ws_url`` for ``baseUrl``/``endpoint`` overrides,
@@ -43,24 +46,33 @@ import json
 import logging
 import math
 import os
-import re
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Self, TypedDict
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 from pydantic.alias_generators import to_snake
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from voicecall.audio.g711 import FRAME_BYTES, SAMPLE_RATE, mulaw_to_pcm16
 from voicecall.audio.resample import StreamResampler
 from voicecall.audio.vad import EnergyVad
 from voicecall.config.secret import Secret
-from voicecall.errors import ConfigError, ProviderError
+from voicecall.errors import ConfigError
+from voicecall.speech._ws_common import (
+    CLOSE_TIMEOUT_S,
+    CONNECT_TIMEOUT_S,
+    DEFAULT_MAX_QUEUED_BYTES,
+    READY_TIMEOUT_S,
+    WsSessionCore,
+    close_error,
+    handshake_error,
+    open_ws,
+    redact,
+)
 from voicecall.speech.stt.base import SttEvent, SttEventType
 
 __all__ = [
@@ -85,14 +97,6 @@ __all__ = [
 
 log = logging.getLogger("voicecall.stt")
 
-DEFAULT_MAX_QUEUED_BYTES = 2 * 1024 * 1024  # 2 MiB of mu-law is ~4.4 minutes
-CONNECT_TIMEOUT_S = 10.0
-READY_TIMEOUT_S = 10.0
-CLOSE_TIMEOUT_S = 2.0
-USER_AGENT = "voicecall"
-# Close codes after which trying again later may well work.
-RETRYABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
-_MAX_DETAIL = 300
 
 
 # --------------------------------------------------------------------------- config
@@ -250,59 +254,6 @@ def query_bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-# --------------------------------------------------------------------------- errors
-
-# A key echoed back partly masked ("sk-ab***yz", "xa***ey"): drop the whole token.
-_MASKED_KEY = re.compile(r"\S*\*{2,}\S*")
-
-
-def redact(text: str, *secrets: str) -> str:
-    """``text`` without any of ``secrets`` or masked key fragments, shortened."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    text = _MASKED_KEY.sub("[redacted]", text)
-    return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "..."
-
-
-def _body_detail(body: bytes | bytearray | None) -> str:
-    if not body:
-        return ""
-    text = bytes(body).decode("utf-8", "replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return " ".join(text.split())[:200]
-    if isinstance(data, dict):
-        for key in ("err_msg", "error", "message", "description", "detail"):
-            value = data.get(key)
-            if isinstance(value, dict):
-                value = value.get("message")
-            if isinstance(value, str) and value:
-                code = data.get("err_code") or data.get("code")
-                return f"{code}: {value}" if isinstance(code, str) and code else value
-    return " ".join(text.split())[:200]
-
-
-def handshake_error(provider: str, exc: InvalidStatus, *secrets: str) -> ProviderError:
-    """A ``ProviderError`` for a refused WebSocket upgrade (401, 400, 429, ...)."""
-    status = exc.response.status_code
-    detail = _body_detail(exc.response.body)
-    message = f"{provider}: connection refused with HTTP {status}"
-    if detail:
-        message += f": {detail}"
-    return ProviderError(redact(message, *secrets), retryable=status == 429 or status >= 500,
-                         status_code=status)
-
-
-def close_error(provider: str, exc: ConnectionClosed, *secrets: str) -> ProviderError:
-    code = exc.rcvd.code if exc.rcvd is not None else 1006
-    reason = exc.rcvd.reason if exc.rcvd is not None else ""
-    what = "closed by the server" if exc.rcvd is not None else "lost"
-    message = f"{provider}: connection {what} (code {code}" + (f": {reason})" if reason else ")")
-    return ProviderError(redact(message, *secrets), retryable=code in RETRYABLE_CLOSE_CODES)
-
-
 # --------------------------------------------------------------------------- audio
 
 
@@ -388,7 +339,7 @@ def joined(chunks: Sequence[str], interim: str = "") -> str:
 # --------------------------------------------------------------------------- session
 
 
-class WsSttSession:
+class WsSttSession(WsSessionCore[SttEvent]):
     """One STT connection for one call. Subclasses implement the vendor protocol.
 
     Hooks (all optional except ``on_text``):
@@ -411,6 +362,10 @@ class WsSttSession:
 
     provider = "stt"
     ready_on_open = False       # the provider accepts audio as soon as the socket is open
+    _ws_kind = "stt"
+    _ws_log = log
+    _overflow_why = "pre-ready queue full, oldest audio dropped"
+    _closed_why = "session closed before ready"
 
     def __init__(self, *, call_id: str, url: str, headers: Mapping[str, str], secret: str,
                  connect_timeout: float = CONNECT_TIMEOUT_S,
@@ -419,37 +374,17 @@ class WsSttSession:
                  max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
                  keepalive_s: float | None = None, pcm: PcmEncoder | None = None,
                  local_vad: EnergyVad | None = None) -> None:
-        self.call_id = call_id
+        super().__init__(call_id=call_id, secret=secret, connect_timeout=connect_timeout,
+                         ready_timeout=ready_timeout, close_timeout=close_timeout,
+                         max_queued_bytes=max_queued_bytes)
         self.url = url
         self._headers = dict(headers)
-        self._secret = secret
-        self._connect_timeout = connect_timeout
-        self._ready_timeout = ready_timeout
-        self._close_timeout = close_timeout
-        self._max_queued = max_queued_bytes
         self._keepalive_s = keepalive_s
         self._pcm = pcm
         self._vad = local_vad
-        self._events: asyncio.Queue[SttEvent] = asyncio.Queue()
-        self._ready = asyncio.Event()           # set when ready *or* failed before ready
-        self._ready_error: ProviderError | None = None
-        self._is_ready = False
-        self._live = False                      # queue flushed; audio goes straight out
-        self._pending: deque[bytes | str] = deque()    # mu-law audio, or control text frames
-        self._pending_bytes = 0
-        self._ws: ClientConnection | None = None
-        self._task: asyncio.Task[None] | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._aclose_started = False
-        self._aclose_done = asyncio.Event()
-        self._closed_emitted = False
-        self._closed_delivered = False
         self._last_type: SttEventType | None = None
         self._last_send = time.monotonic()
-        self._warned: set[str] = set()
-        self.sent_bytes = 0          # mu-law bytes handed to the socket
-        self.dropped_bytes = 0       # mu-law bytes never sent (queue overflow, after close)
 
     # ---------------------------------------------------------------- hooks
 
@@ -510,9 +445,6 @@ class WsSttSession:
         """The audio bytes for the wire: mu-law as is, or the ``pcm`` encoder's output."""
         return mulaw if self._pcm is None else self._pcm(mulaw)
 
-    def error_text(self, text: str) -> str:
-        return redact(text, self._secret)
-
     async def mark_ready(self) -> None:
         """The provider accepts audio: flush the queue in order, then go live."""
         if self._is_ready or self._ready_error is not None:
@@ -536,91 +468,20 @@ class WsSttSession:
 
     # ---------------------------------------------------------------- public API
 
-    @property
-    def ready(self) -> bool:
-        return self._is_ready
-
-    @property
-    def queued_bytes(self) -> int:
-        return self._pending_bytes
-
     def start(self) -> Self:
         """Connect in the background; ``wait_ready`` tells how it went."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"stt-{self.provider}-{self.call_id}")
+        self._spawn()
         return self
-
-    async def wait_ready(self) -> None:
-        await self._ready.wait()
-        err = self._ready_error
-        if err is not None:
-            raise ProviderError(str(err), retryable=err.retryable, status_code=err.status_code)
-
-    async def send_audio(self, mulaw: bytes) -> None:
-        if not mulaw:
-            return
-        if self._closing or self._closed_emitted or self._ready_error is not None:
-            self._drop(len(mulaw), "session closed")
-            return
-        if not self._live:
-            self._pending.append(bytes(mulaw))
-            self._pending_bytes += len(mulaw)
-            while self._pending_bytes > self._max_queued:
-                self._drop_oldest_audio()
-        else:
-            await self._transmit(mulaw)
-        if self._vad is not None:
-            await self._detect(mulaw)
-
-    async def events(self) -> AsyncIterator[SttEvent]:
-        while not self._closed_delivered:
-            ev = await self._events.get()
-            if ev.type == "closed":
-                self._closed_delivered = True
-            yield ev
-
-    async def aclose(self) -> None:
-        if self._aclose_started:
-            await self._aclose_done.wait()
-            return
-        self._aclose_started = True
-        self._closing = True
-        try:
-            task, ws = self._task, self._ws
-            if task is not None and not task.done():
-                if ws is not None and self._live:
-                    finish = self.finish_message()
-                    if finish is not None:
-                        with contextlib.suppress(ConnectionClosed):
-                            await ws.send(finish)
-                        # Let the server flush its last results and close.
-                        await asyncio.wait({task}, timeout=self._close_timeout)
-                if not task.done() and ws is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(ws.close(), self._close_timeout)
-                    await asyncio.wait({task}, timeout=self._close_timeout)
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            await self._stop_keepalive()
-            self._finish()
-        finally:
-            self._aclose_done.set()
 
     # ---------------------------------------------------------------- internals
 
-    def _drop_oldest_audio(self) -> None:
-        index = next(i for i, item in enumerate(self._pending) if isinstance(item, bytes))
-        old = self._pending[index]
-        del self._pending[index]
-        self._pending_bytes -= len(old)
-        self._drop(len(old), "pre-ready queue full, oldest audio dropped")
+    async def _send_live(self, mulaw: bytes) -> None:
+        await self._transmit(mulaw)
 
-    async def _detect(self, mulaw: bytes) -> None:
+    async def _audio_taken(self, mulaw: bytes) -> None:
         """The local VAD over 20 ms frames: ``speech-start``, then the commit after silence."""
-        assert self._vad is not None
+        if self._vad is None:
+            return
         for i in range(0, len(mulaw), FRAME_BYTES):
             edge = self._vad.feed(mulaw[i:i + FRAME_BYTES])
             if edge == "start":
@@ -629,13 +490,6 @@ class WsSttSession:
                 message = self.commit_message()
                 if message is not None:
                     await self.send_control(message)
-
-    def _drop(self, n: int, why: str) -> None:
-        self.dropped_bytes += n
-        if why not in self._warned:
-            self._warned.add(why)
-            log.warning("stt.audio_dropped", extra={"provider": self.provider,
-                                                    "call_id": self.call_id, "why": why})
 
     async def _transmit(self, mulaw: bytes) -> None:
         ws = self._ws
@@ -676,103 +530,55 @@ class WsSttSession:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _connect(self) -> ClientConnection:
-        host = urlsplit(self.url).netloc
+    async def _connected_session(self) -> None:
+        self._ws = await open_ws(self.provider, self.url, self._headers, self._secret,
+                                 connect_timeout=self._connect_timeout,
+                                 close_timeout=self._close_timeout, max_size=4 * 1024 * 1024,
+                                 where=f" to {urlsplit(self.url).netloc}")
+        log.debug("stt.connected", extra={"provider": self.provider, "call_id": self.call_id})
         try:
-            return await asyncio.wait_for(
-                connect(self.url, additional_headers=self._headers, user_agent_header=USER_AGENT,
-                        open_timeout=None, close_timeout=self._close_timeout,
-                        max_size=4 * 1024 * 1024),
-                self._connect_timeout)
-        except InvalidStatus as exc:
-            raise handshake_error(self.provider, exc, self._secret) from None
-        except TimeoutError:
-            raise ProviderError(f"{self.provider}: no connection to {host} after "
-                                f"{self._connect_timeout:g} s", retryable=True) from None
-        except (OSError, WebSocketException) as exc:
-            raise ProviderError(self.error_text(f"{self.provider}: cannot connect to {host}: "
-                                                f"{type(exc).__name__}: {exc}"),
-                                retryable=True) from None
+            await self.on_open()
+            if self.ready_on_open:
+                await self.mark_ready()
+        except ConnectionClosed:
+            pass    # the reader says why, after whatever the server sent before closing
+        await self._read(self._ws)
 
-    async def _run(self) -> None:
-        try:
-            self._ws = await self._connect()
-            log.debug("stt.connected", extra={"provider": self.provider, "call_id": self.call_id})
-            try:
-                await self.on_open()
-                if self.ready_on_open:
-                    await self.mark_ready()
-            except ConnectionClosed:
-                pass    # the reader says why, after whatever the server sent before closing
-            await self._read(self._ws)
-        except ProviderError as exc:
-            self._fail(exc)
-        except ConnectionClosed as exc:
-            if not self._closing:
-                self._fail(close_error(self.provider, exc, self._secret))
-        except Exception as exc:  # a bug or a malformed message: report it, do not hang
-            log.debug("stt.session_failed", exc_info=True)
-            self._fail(ProviderError(self.error_text(
-                f"{self.provider}: {type(exc).__name__}: {exc}"), retryable=True))
-        finally:
-            ws = self._ws
-            if ws is not None and ws.state is not State.CLOSED:
-                with contextlib.suppress(Exception):
-                    await ws.close()
-            await self._stop_keepalive()
-            self._finish()
+    # No reconnect, ever: a dropped or closed socket ends the session (``close_error``).
 
-    async def _read(self, ws: ClientConnection) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._ready_timeout
-        while True:
-            try:
-                if self._is_ready:
-                    message = await ws.recv()
-                else:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        raise ProviderError(f"{self.provider}: not ready within "
-                                            f"{self._ready_timeout:g} s", retryable=True)
-                    message = await asyncio.wait_for(ws.recv(), remaining)
-            except TimeoutError:
-                continue
-            except ConnectionClosed as exc:
-                if self._closing:
-                    return
-                raise close_error(self.provider, exc, self._secret) from None
-            if isinstance(message, bytes):
-                await self.on_binary(message)
-                continue
-            try:
-                data = json.loads(message)
-            except ValueError:
-                log.debug("stt.bad_json", extra={"provider": self.provider})
-                continue
-            if isinstance(data, dict):
-                await self.on_text(data)
+    async def _frame_text(self, data: bytes) -> str | None:
+        await self.on_binary(data)
+        return None
 
-    def _fail(self, exc: ProviderError) -> None:
-        if not self._is_ready and self._ready_error is None:
-            self._ready_error = exc
-            self._ready.set()
+    async def _dispatch(self, data: dict[str, Any]) -> None:
+        await self.on_text(data)
+
+    def _emit_error(self, text: str) -> None:
         if self._last_type != "error":
-            self.emit("error", str(exc))
-        log.warning("stt.failed", extra={"provider": self.provider, "call_id": self.call_id,
-                                         "why": str(exc)})
+            self.emit("error", text)
 
-    def _finish(self) -> None:
-        if self._closed_emitted:
-            return
+    async def _before_close(self, task: asyncio.Task[None], ws: ClientConnection | None) -> None:
+        if ws is not None and self._live:
+            finish = self.finish_message()
+            if finish is not None:
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(finish)
+                # Let the server flush its last results and close.
+                await asyncio.wait({task}, timeout=self._close_timeout)
+
+    async def _after_close(self) -> None:
+        await self._stop_keepalive()
+
+    async def _teardown(self) -> None:
+        ws = self._ws
+        if ws is not None and ws.state is not State.CLOSED:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        await self._stop_keepalive()
+
+    def _before_finish(self) -> None:
         with contextlib.suppress(Exception):
             self.flush_pending()
-        if not self._is_ready and self._ready_error is None:
-            self._ready_error = ProviderError(f"{self.provider}: session closed before it was "
-                                              "ready")
-            self._ready.set()
-        if self._pending_bytes:
-            self._drop(self._pending_bytes, "session closed before ready")
-        self._pending.clear()
-        self._pending_bytes = 0
+
+    def _emit_closed(self) -> None:
         self.emit("closed")
-        self._closed_emitted = True

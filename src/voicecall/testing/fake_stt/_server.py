@@ -11,7 +11,8 @@ what every vendor fake needs:
   audio byte and millisecond counts, keepalives) and what the fake sent;
 - ``FakeConn``: an ordered ``Outbox`` with per-event delays and a queued
   close, an abrupt abort, and the fault injection switches (close or abort
-  after N ms of audio, a vendor error event after N ms of audio);
+  after N ms of audio, a vendor error event after N ms of audio); a fake
+  whose connections send differently returns its own from ``new_conn``;
 - ``Segmenter``: the energy detector (speech = RMS above a threshold for a
   few windows; an utterance ends after the configured silence), timed by
   samples received, not by the wall clock, so tests can send audio as fast as
@@ -505,6 +506,10 @@ class FakeSttServer(LoopbackServer):
         """Send the vendor's error event (and close, where the vendor would)."""
         conn.close(1011, "injected error")
 
+    def new_conn(self, ws: ServerConnection, record: ConnRecord) -> FakeConn:
+        """The connection object for an accepted upgrade (a vendor may send differently)."""
+        return FakeConn(self, ws, record)
+
     # ------------------------------------------------------------ internals
 
     async def _process_request(self, connection: ServerConnection,
@@ -535,7 +540,7 @@ class FakeSttServer(LoopbackServer):
 
     async def _handle(self, ws: ServerConnection) -> None:
         record = self._records.pop(id(ws))
-        conn = FakeConn(self, ws, record)
+        conn = self.new_conn(ws, record)
         try:
             await self.serve(conn)
         except ConnectionClosed:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from voicecall.errors import ConfigError
 from voicecall.gateway.security import RequestView
+
+if TYPE_CHECKING:
+    from voicecall.carriers.base import Verification
 
 PROVIDERS = ("twilio", "telnyx", "plivo", "mock")
 _FIELDS = ("provider", "method", "url", "headers", "body")
@@ -27,13 +30,13 @@ def verify_capture(capture: Any) -> tuple[bool, str]:
         raise ConfigError("headers must be an object and body the raw body text")
     if provider == "mock":
         return True, "mock webhooks are unsigned"
-    if provider == "twilio":
-        return _twilio(capture)
     if provider == "telnyx":
         return _telnyx(capture)
-    if provider == "plivo":
-        return _plivo(capture)
-    return False, f"{provider} signature verification is not available in this build"
+    if provider == "twilio":
+        from voicecall.carriers.twilio.carrier import verify_request
+    else:
+        from voicecall.carriers.plivo.carrier import verify_request
+    return _url_signed(capture, verify_request)
 
 
 def _view(capture: Mapping[str, Any]) -> tuple[RequestView, str]:
@@ -55,18 +58,9 @@ def _secret(capture: Mapping[str, Any]) -> str:
     return secret
 
 
-def _twilio(capture: Mapping[str, Any]) -> tuple[bool, str]:
-    from voicecall.carriers.twilio.carrier import verify_request
-
-    view, url = _view(capture)
-    verdict = verify_request(view, capture["body"].encode(), _secret(capture), url,
-                             public_url=url)
-    return verdict.ok, verdict.reason or "signature matches"
-
-
-def _plivo(capture: Mapping[str, Any]) -> tuple[bool, str]:
-    from voicecall.carriers.plivo.carrier import verify_request
-
+def _url_signed(capture: Mapping[str, Any],
+                verify_request: Callable[..., Verification]) -> tuple[bool, str]:
+    """Twilio and Plivo: ``verify_request(view, body, auth_token, url, *, public_url)``."""
     view, url = _view(capture)
     verdict = verify_request(view, capture["body"].encode(), _secret(capture), url,
                              public_url=url)

@@ -102,28 +102,29 @@ def stream_secret(home: Path) -> bytes:
 
 def build_carrier(loaded: LoadedConfig, home: Path) -> Carrier:
     cfg = loaded.config
-    if cfg.provider == "twilio":
-        return _build_twilio(loaded, home)
-    if cfg.provider == "telnyx":
-        # Imported here: the Telnyx carrier needs PyNaCl (the ``telnyx`` extra).
-        from voicecall.carriers.telnyx import carrier as telnyx_carrier
-
-        stt, tts = _speech(loaded)
-        return telnyx_carrier.build(loaded, home, stream_secret=stream_secret(home),
-                                    stt=stt, tts=tts, realtime=resolve_realtime(cfg),
-                                    workspace_dir=home / "workspace")
-    if cfg.provider == "plivo":
-        stt, tts = _speech(loaded)
-        return plivo_carrier.build(loaded, home, stream_secret=stream_secret(home), stt=stt,
-                                   tts=tts)
     if cfg.provider == "mock":
         m = cfg.mock
         return mock.Carrier(
             mock.MockTimings(ring_delay_ms=m.ring_delay_ms, answer_delay_ms=m.answer_delay_ms,
                              reply_delay_ms=m.reply_delay_ms),
             m.callee_replies, hangup_after_replies=m.hangup_after_replies, answer=m.answer)
-    raise ConfigError(f"carrier {cfg.provider!r} is not available in this build",
-                      path="provider", allowed=["mock", "twilio", "telnyx"])
+    if cfg.provider not in ("twilio", "telnyx", "plivo"):
+        raise ConfigError(f"carrier {cfg.provider!r} is not available in this build",
+                          path="provider", allowed=["mock", "twilio", "telnyx"])
+    # What every real carrier's media streams need.
+    stt, tts = _speech(loaded)
+    secret = stream_secret(home)
+    if cfg.provider == "plivo":
+        return plivo_carrier.build(loaded, home, stream_secret=secret, stt=stt, tts=tts)
+    realtime, workspace = resolve_realtime(cfg), home / "workspace"
+    if cfg.provider == "telnyx":
+        # Imported here: the Telnyx carrier needs PyNaCl (the ``telnyx`` extra).
+        from voicecall.carriers.telnyx import carrier as telnyx_carrier
+
+        return telnyx_carrier.build(loaded, home, stream_secret=secret, stt=stt, tts=tts,
+                                    realtime=realtime, workspace_dir=workspace)
+    return _build_twilio(cfg, stream_secret=secret, stt=stt, tts=tts, realtime=realtime,
+                         workspace_dir=workspace)
 
 
 def _speech(loaded: LoadedConfig) -> tuple[STT | None, TTS | None]:
@@ -157,17 +158,16 @@ def _tts_voice(cfg: VoiceCallConfig) -> str | None:
     return None
 
 
-def _build_twilio(loaded: LoadedConfig, home: Path) -> Carrier:
-    cfg = loaded.config
+def _build_twilio(cfg: VoiceCallConfig, *, stream_secret: bytes, stt: STT | None,
+                  tts: TTS | None, realtime: RealtimeProvider | None,
+                  workspace_dir: Path) -> Carrier:
     tw = cfg.twilio
     assert tw.account_sid and tw.auth_token and cfg.public_url  # checked by setup_error_for
     token = tw.auth_token.reveal()
     rest = TwilioRest(tw.account_sid, token, base_url=tw.api_base_url, region=tw.region)
-    stt, tts = _speech(loaded)
     return TwilioCarrier(cfg, rest, auth_token=token, public_url=cfg.public_url,
-                          stream_secret=stream_secret(home), stt=stt, tts=tts,
-                          voice=_tts_voice(cfg), realtime=resolve_realtime(cfg),
-                          workspace_dir=home / "workspace")
+                          stream_secret=stream_secret, stt=stt, tts=tts,
+                          voice=_tts_voice(cfg), realtime=realtime, workspace_dir=workspace_dir)
 
 
 def resolve_realtime(cfg: VoiceCallConfig) -> RealtimeProvider | None:

@@ -216,15 +216,21 @@ class CallManager:
         state moves at once and the write follows in order, so audio does not wait
         for an fsync; a write that then fails is logged.
         """
-        fut = self._submit(functools.partial(self.store.save, processed_key=processed_key)
-                           if processed_key else self.store.save, call, events)
         if not wait:
-            self._remember(call)
-            fut.add_done_callback(self._after_background_write)
-            return call
-        written = await fut
+            return self._persist_soon(call, events, processed_key)
+        written = await self._submit(
+            functools.partial(self.store.save, processed_key=processed_key), call, events)
         self._remember(call)
         self._notify(written)
+        return call
+
+    def _persist_soon(self, call: Call, events: list[dict[str, Any]],
+                      processed_key: str | None = None) -> Call:
+        """``_persist(wait=False)``, callable outside a coroutine: the live state moves
+        at once, the write follows in order (a failure is logged)."""
+        self._submit(functools.partial(self.store.save, processed_key=processed_key),
+                     call, events).add_done_callback(self._after_background_write)
+        self._remember(call)
         return call
 
     def _remember(self, call: Call) -> None:
@@ -657,9 +663,7 @@ class CallManager:
             return None
         message = call.metadata.get("initialMessage")
         if message:
-            self._calls[call_id] = call.with_metadata(initialMessage=None)
-            self._submit(self.store.save, self._calls[call_id], []).add_done_callback(
-                self._after_background_write)
+            self._persist_soon(call.with_metadata(initialMessage=None), [])
         return str(message) if message else None
 
     def barge_in_allowed(self, call_id: str) -> bool:

@@ -39,7 +39,7 @@ _PARAGRAPH_BREAK = re.compile(r"\n\s*\n+")
 _WHITESPACE = re.compile(r"\s+")
 
 
-def _collapse(value: str) -> str:
+def collapse_whitespace(value: str) -> str:
     return _WHITESPACE.sub(" ", value).strip()
 
 
@@ -68,7 +68,7 @@ def _spoken_from_json(text: str) -> str | None:
         except ValueError:
             continue
         if isinstance(parsed, dict) and isinstance(parsed.get("spoken"), str):
-            return _collapse(parsed["spoken"])
+            return collapse_whitespace(parsed["spoken"])
 
     # Last structured attempt: truncated or otherwise invalid JSON that still
     # shows the key, e.g. '{"spoken":"Hi there", "mood": }'.
@@ -79,7 +79,7 @@ def _spoken_from_json(text: str) -> str | None:
         decoded = json.loads(f'"{inline.group(1)}"')
     except ValueError:
         return None
-    return _collapse(decoded) if isinstance(decoded, str) else None
+    return collapse_whitespace(decoded) if isinstance(decoded, str) else None
 
 
 def is_meta_paragraph(paragraph: str) -> bool:
@@ -109,7 +109,7 @@ def _plain_spoken(text: str) -> str | None:
     # likely a clumsy answer than pure planning, and silence is worse.
     while len(paragraphs) > 1 and is_meta_paragraph(paragraphs[0]):
         paragraphs.pop(0)
-    return _collapse(" ".join(paragraphs)) or None
+    return collapse_whitespace(" ".join(paragraphs)) or None
 
 
 def extract_spoken(payloads: Sequence[Mapping[str, object]]) -> str | None:

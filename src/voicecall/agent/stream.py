@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 
-from voicecall.agent.spoken import is_meta_paragraph
+from voicecall.agent.spoken import collapse_whitespace, is_meta_paragraph
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
 _SPOKEN_KEY = re.compile(r'^\s*(?:```(?:json)?\s*)?\{\s*"spoken"\s*:\s*"', re.IGNORECASE)
@@ -34,7 +34,6 @@ class SpokenStream:
         self._raw = ""
         self._mode: str | None = None      # "json" | "plain" | None (undecided)
         self._json_pos = 0                 # index in _raw where the string value starts
-        self._decoded = ""                 # spoken text decoded so far (json mode)
         self._json_done = False
         self._plain_released = 0           # chars of plain text already considered
         self._first_para_checked = False
@@ -77,8 +76,7 @@ class SpokenStream:
             self._json_pos = match.end()
             return
         # Could still become a JSON prefix ('{', '{"sp', '```'): wait for more input.
-        probe = stripped[:16]
-        if probe.startswith(("{", "`")) and len(stripped) < 40 and not self._raw.endswith("\n"):
+        if stripped.startswith(("{", "`")) and len(stripped) < 40 and not self._raw.endswith("\n"):
             if not _could_be_spoken_prefix(stripped):
                 self._mode = "plain"
             return
@@ -114,9 +112,7 @@ class SpokenStream:
             out.append(ch)
             i += 1
         self._json_pos += i
-        text = "".join(out)
-        self._decoded += text
-        return text
+        return "".join(out)
 
     def _release_plain(self, *, final: bool) -> str:
         text = self._raw
@@ -166,16 +162,12 @@ class SpokenStream:
             else:
                 self._pending = self._pending[m.end():]
             if sentence:
-                out.append(_collapse(sentence))
+                out.append(collapse_whitespace(sentence))
         if final and self._pending.strip():
-            out.append(_collapse(self._pending.strip()))
+            out.append(collapse_whitespace(self._pending.strip()))
             self._pending = ""
         self._emitted += "".join(s + " " for s in out)
         return out
-
-
-def _collapse(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
 
 
 def _could_be_spoken_prefix(text: str) -> bool:

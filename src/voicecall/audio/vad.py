@@ -17,18 +17,18 @@ from typing import Any, Literal
 from voicecall.audio.g711 import mulaw_to_pcm16, rms
 
 
-@dataclass
-class EnergyVad:
-    threshold: float = 0.035
-    trigger_frames: int = 2
-    release_frames: int = 12
-    _loud: int = 0
-    _quiet: int = 0
-    speaking: bool = False
+class _Hangover:
+    """The trigger/release counting both detectors share, over per-frame decisions."""
 
-    def feed(self, frame: bytes) -> str | None:
+    trigger_frames: int
+    release_frames: int
+    _loud: int
+    _quiet: int
+    speaking: bool
+
+    def _step(self, speech: bool) -> str | None:
         """Returns "start" when speech begins, "end" when it stops, else None."""
-        if rms(frame) >= self.threshold:
+        if speech:
             self._loud += 1
             self._quiet = 0
             if not self.speaking and self._loud >= self.trigger_frames:
@@ -44,7 +44,21 @@ class EnergyVad:
 
 
 @dataclass
-class WebrtcVad:
+class EnergyVad(_Hangover):
+    threshold: float = 0.035
+    trigger_frames: int = 2
+    release_frames: int = 12
+    _loud: int = 0
+    _quiet: int = 0
+    speaking: bool = False
+
+    def feed(self, frame: bytes) -> str | None:
+        """Returns "start" when speech begins, "end" when it stops, else None."""
+        return self._step(rms(frame) >= self.threshold)
+
+
+@dataclass
+class WebrtcVad(_Hangover):
     """WebRTC VAD on 10/20/30 ms frames (mu-law 8 kHz by default, or PCM16 at ``sample_rate``).
 
     ``aggressiveness`` 0 (lenient, keeps more noise as speech) .. 3 (strict).
@@ -86,19 +100,7 @@ class WebrtcVad:
 
     def feed(self, frame: bytes) -> str | None:
         """Returns "start" when speech begins, "end" when it stops, else None."""
-        if self.is_speech(frame):
-            self._loud += 1
-            self._quiet = 0
-            if not self.speaking and self._loud >= self.trigger_frames:
-                self.speaking = True
-                return "start"
-        else:
-            self._quiet += 1
-            self._loud = 0
-            if self.speaking and self._quiet >= self.release_frames:
-                self.speaking = False
-                return "end"
-        return None
+        return self._step(self.is_speech(frame))
 
     def reset(self) -> None:
         self._loud = self._quiet = 0

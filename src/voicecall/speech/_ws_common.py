@@ -238,6 +238,16 @@ class WsSessionCore(Generic[E]):
     def error_text(self, text: str) -> str:
         return redact(text, self._secret)
 
+    def describe_error(self, err: object, fallback: str) -> str:
+        """One line for an OpenAI-style error object ``{type, code, message}``, redacted."""
+        if not isinstance(err, dict):
+            return f"{self.provider}: {fallback}"
+        kind = err.get("type") or "error"
+        code = err.get("code")
+        message = err.get("message") or fallback
+        label = f"{kind}/{code}" if code else str(kind)
+        return self.error_text(f"{self.provider}: {label}: {message}")
+
     @property
     def ready(self) -> bool:
         return self._is_ready

@@ -248,7 +248,7 @@ class OpenAIRealtimeSession(RealtimeWsSession):
             self._user_text.pop(str(data.get("item_id", "")), None)
             log.info("realtime.transcription_failed", extra={
                 "provider": self.provider, "call_id": self.call_id,
-                "why": self._describe(data.get("error"), "transcription failed")})
+                "why": self.describe_error(data.get("error"), "transcription failed")})
         elif kind == "response.function_call_arguments.done":
             self._on_tool_call(data)
         elif kind == "response.created":
@@ -300,15 +300,6 @@ class OpenAIRealtimeSession(RealtimeWsSession):
         self.emit("response-done", text=status if isinstance(status, str) else "")
         await self._send_deferred()
 
-    def _describe(self, err: object, fallback: str) -> str:
-        if not isinstance(err, dict):
-            return f"{self.provider}: {fallback}"
-        kind = err.get("type") or "error"
-        code = err.get("code")
-        message = err.get("message") or fallback
-        label = f"{kind}/{code}" if code else str(kind)
-        return self.error_text(f"{self.provider}: {label}: {message}")
-
     async def _on_error(self, data: dict[str, Any]) -> None:
         err = data.get("error")
         code = err.get("code") if isinstance(err, dict) else None
@@ -318,7 +309,7 @@ class OpenAIRealtimeSession(RealtimeWsSession):
             # Our response.create was refused: do not wait for a response.done.
             self._response_active = False
             self._response_create_event = None
-        text = self._describe(err, "error")
+        text = self.describe_error(err, "error")
         if not self.ready or code in FATAL_CODES:
             # Before ``session.updated`` an error means our session was refused.
             status = 401 if code == "invalid_api_key" else 429 if code == "insufficient_quota" \

@@ -131,21 +131,12 @@ class OpenAISttSession(WsSttSession):
                 self.emit("final", transcript.strip(), _confidence(data.get("logprobs")))
         elif kind == "conversation.item.input_audio_transcription.failed":
             self._text.pop(str(data.get("item_id", "")), None)
-            self.emit("error", self._describe(data.get("error"), "transcription failed"))
+            self.emit("error", self.describe_error(data.get("error"), "transcription failed"))
         elif kind == "error":
             self._on_error(data.get("error"))
 
-    def _describe(self, err: object, fallback: str) -> str:
-        if not isinstance(err, dict):
-            return f"{self.provider}: {fallback}"
-        kind = err.get("type") or "error"
-        code = err.get("code")
-        message = err.get("message") or fallback
-        label = f"{kind}/{code}" if code else str(kind)
-        return self.error_text(f"{self.provider}: {label}: {message}")
-
     def _on_error(self, err: object) -> None:
-        text = self._describe(err, "error")
+        text = self.describe_error(err, "error")
         code = err.get("code") if isinstance(err, dict) else None
         kind = err.get("type") if isinstance(err, dict) else None
         if not self.ready or code in FATAL_CODES:

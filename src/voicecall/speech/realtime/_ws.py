@@ -51,7 +51,6 @@ from voicecall.speech._ws_common import (
     DEFAULT_MAX_QUEUED_BYTES,
     READY_TIMEOUT_S,
     WsSessionCore,
-    close_error,
     open_ws,
 )
 from voicecall.speech.realtime.base import RealtimeEvent, RealtimeEventType
@@ -142,10 +141,6 @@ class RealtimeWsSession(WsSessionCore[RealtimeEvent]):
 
     async def on_first_live(self) -> None:
         return None
-
-    def connection_error(self, exc: ConnectionClosed) -> ProviderError:
-        """The error for a socket the server closed or dropped (no reconnect)."""
-        return close_error(self.provider, exc, self._secret)
 
     # ---------------------------------------------------------------- for subclasses
 
@@ -282,7 +277,7 @@ class RealtimeWsSession(WsSessionCore[RealtimeEvent]):
         if self.on_connection_lost(exc):
             code = exc.rcvd.code if exc.rcvd is not None else 1006
             return Reconnect(f"connection closed (code {code})")
-        return self.connection_error(exc)
+        return self._close_error(exc)
 
     async def _frame_text(self, data: bytes) -> str | None:
         try:
@@ -293,9 +288,6 @@ class RealtimeWsSession(WsSessionCore[RealtimeEvent]):
 
     async def _dispatch(self, data: dict[str, Any]) -> None:
         await self.on_message(data)
-
-    def _close_error(self, exc: ConnectionClosed) -> ProviderError:
-        return self.connection_error(exc)
 
     def _emit_error(self, text: str) -> None:
         if not self._failed:

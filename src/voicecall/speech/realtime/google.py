@@ -304,7 +304,7 @@ class GeminiLiveSession(RealtimeWsSession):
         self._reset_output()
         return True
 
-    def connection_error(self, exc: ConnectionClosed) -> ProviderError:
+    def _close_error(self, exc: ConnectionClosed) -> ProviderError:
         code = exc.rcvd.code if exc.rcvd is not None else 1006
         reason = exc.rcvd.reason if exc.rcvd is not None else ""
         what = "closed by the server" if exc.rcvd is not None else "lost"

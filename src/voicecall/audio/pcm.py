@@ -46,9 +46,7 @@ def pcm16_to_float(samples: npt.NDArray[np.int16]) -> npt.NDArray[np.float32]:
 
 def float_to_pcm16(samples: npt.NDArray[np.floating]) -> npt.NDArray[np.int16]:
     """float in [-1, 1] -> int16, rounded and clipped (no wrap-around on overshoot)."""
-    scaled = np.rint(np.asarray(samples, dtype=np.float64) * 32768.0)
-    out: npt.NDArray[np.int16] = np.clip(scaled, PCM16_MIN, PCM16_MAX).astype(np.int16)
-    return out
+    return clip_to_pcm16(np.asarray(samples, dtype=np.float64) * 32768.0)
 
 
 def clip_to_pcm16(samples: npt.NDArray[np.number]) -> npt.NDArray[np.int16]:

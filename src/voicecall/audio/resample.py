@@ -12,6 +12,8 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from voicecall.audio.pcm import clip_to_pcm16, pcm16_from_bytes
+
 RATES = (8000, 16000, 24000, 48000)
 
 
@@ -95,9 +97,8 @@ class StreamResampler:
             y = y[cut:]
         self._consumed += chunk.size
         self._hist = x[x.size - (self._taps - 1):]
-        return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+        return clip_to_pcm16(y)
 
 
-def pcm16_bytes(data: bytes) -> npt.NDArray[np.int16]:
-    """Little-endian 16-bit PCM bytes -> samples (an odd trailing byte is dropped)."""
-    return np.frombuffer(data[: len(data) - len(data) % 2], dtype="<i2").astype(np.int16)
+#: Little-endian 16-bit PCM bytes -> samples (an odd trailing byte is dropped).
+pcm16_bytes = pcm16_from_bytes

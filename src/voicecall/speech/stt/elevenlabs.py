@@ -39,6 +39,8 @@ from voicecall.audio.g711 import FRAME_BYTES
 from voicecall.audio.vad import EnergyVad
 from voicecall.errors import ConfigError, ProviderError
 from voicecall.speech.stt._ws import (
+    CLOSE_TIMEOUT_S,
+    DEFAULT_MAX_QUEUED_BYTES,
     PcmEncoder,
     ProviderConfig,
     WsSttSession,
@@ -62,9 +64,7 @@ DEFAULT_COMMIT_STRATEGY = "vad"
 # xai endpointingMs 800); the server's own default is longer, too slow for a call.
 DEFAULT_VAD_SILENCE_SECS = 0.8
 DEFAULT_CONNECT_TIMEOUT_MS = 10_000
-DEFAULT_MAX_QUEUED_BYTES = 2 * 1024 * 1024  # as OpenClaw's websocket session
 DEFAULT_ENERGY_THRESHOLD = 0.035  # local detector, manual commit mode only
-CLOSE_TIMEOUT_S = 2.0
 
 # audio_format -> sample rate (Hz)
 AUDIO_FORMATS: dict[str, int] = {

@@ -33,7 +33,15 @@ from typing import Any
 from voicecall.audio.g711 import FRAME_BYTES, SAMPLE_RATE
 from voicecall.audio.vad import EnergyVad
 from voicecall.errors import ConfigError, ProviderError
-from voicecall.speech.stt._ws import PcmEncoder, ProviderConfig, WsSttSession, b64, ws_url
+from voicecall.speech.stt._ws import (
+    CLOSE_TIMEOUT_S,
+    DEFAULT_MAX_QUEUED_BYTES,
+    PcmEncoder,
+    ProviderConfig,
+    WsSttSession,
+    b64,
+    ws_url,
+)
 from voicecall.speech.stt.base import SttCapabilities
 
 log = logging.getLogger("voicecall.stt.mistral")
@@ -49,8 +57,6 @@ DEFAULT_STREAMING_DELAY_MS = 480
 DEFAULT_SILENCE_MS = 800          # end of utterance, as openai/xai defaults
 DEFAULT_ENERGY_THRESHOLD = 0.035  # the gateway's barge-in detector level
 DEFAULT_CONNECT_TIMEOUT_MS = 10_000
-DEFAULT_MAX_QUEUED_BYTES = 2 * 1024 * 1024
-CLOSE_TIMEOUT_S = 2.0
 
 # Encodings we can produce from telephone audio (the API also takes pcm_s32le,
 # pcm_f16le and pcm_alaw, which would only add a lossy step here).

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from voicecall.config import load_config
-from voicecall.gateway.manager import CallManager
-from voicecall.gateway.server import Gateway, run_gateway
-from voicecall.gateway.token import read_token
 from voicecall.testing.fake_twilio import CalleeScript, FakeTwilio, Timings
+from voicecall.testing.gateway_rig import GatewayRig, base_config, free_port, serve_gateway
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "twilio-auth-token-for-tests"
@@ -28,52 +19,10 @@ CALLEE = "+15550002222"
 CALLER = "+15550001111"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Rig:
-    fake: FakeTwilio
-    gateway: Gateway
-    home: Path
-    webhook_port: int
-
-    @property
-    def manager(self) -> CallManager:
-        assert self.gateway.runtime.manager is not None
-        return self.gateway.runtime.manager
-
+class Rig(GatewayRig[FakeTwilio]):
     @property
     def local_webhook(self) -> str:
         return f"http://127.0.0.1:{self.webhook_port}/voice/webhook"
-
-    async def rpc(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        token = read_token(self.home)
-        async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
-            resp = await http.post(self.gateway.control_url, headers={
-                "Authorization": f"Bearer {token}"}, json={
-                "jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}})
-        doc = resp.json()
-        if "error" in doc:
-            raise AssertionError(f"rpc {method} failed: {doc['error']}")
-        return doc["result"]
-
-    def events(self) -> list[dict[str, Any]]:
-        path = self.home / "calls.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    async def wait_call(self, call_id: str, pred: Any, timeout: float = 8.0) -> Any:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            call = self.manager.get(call_id)
-            if call is not None and pred(call):
-                return call
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"call {call_id} never matched; last: {call}")
-            await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
@@ -83,30 +32,9 @@ async def rig(tmp_path: Path, *, callee: CalleeScript | None = None,
     webhook_port = free_port()
     fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN, callee=callee, timings=timings,
                       public_to_local={PUBLIC_HOST: f"127.0.0.1:{webhook_port}"})
-    async with fake:
-        cfg: dict[str, Any] = {
-            "provider": "twilio", "fromNumber": OUR_NUMBER, "publicUrl": PUBLIC_URL,
-            "twilio": {"accountSid": ACCOUNT_SID, "authToken": AUTH_TOKEN,
+    async with fake, serve_gateway(tmp_path, base_config(
+            "twilio", {"accountSid": ACCOUNT_SID, "authToken": AUTH_TOKEN,
                        "apiBaseUrl": fake.api_base},
-            "serve": {"port": webhook_port}, "control": {"port": free_port()},
-            "outbound": {"notifyHangupDelaySec": 0},
-        }
-        for key, value in config.items():
-            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-                cfg[key] = {**cfg[key], **value}
-            else:
-                cfg[key] = value
-        path = tmp_path / "config.json5"
-        path.write_text(json.dumps(cfg))
-        loaded = load_config(path, env={})
-        stop = asyncio.Event()
-        ready: asyncio.Future[Gateway] = asyncio.get_running_loop().create_future()
-        server = asyncio.create_task(run_gateway(loaded, tmp_path, stop=stop, ready=ready,
-                                                 install_signals=False))
-        try:
-            gateway = await asyncio.wait_for(ready, 10)
-            assert gateway.runtime.manager is not None, gateway.runtime.setup_error
-            yield Rig(fake, gateway, tmp_path, webhook_port)
-        finally:
-            stop.set()
-            await asyncio.wait_for(server, 15)
+            from_number=OUR_NUMBER, public_url=PUBLIC_URL, webhook_port=webhook_port),
+            config) as gateway:
+        yield Rig(fake, gateway, tmp_path, webhook_port)

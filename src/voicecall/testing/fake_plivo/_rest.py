@@ -9,9 +9,6 @@ so a gateway bug shows up here rather than on a real account.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
 import re
 import time
@@ -25,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from voicecall.testing.fake_carrier._rest import basic_auth_matches
 from voicecall.testing.fake_plivo._model import FakeCall, RestRequest
 
 if TYPE_CHECKING:
@@ -192,15 +190,7 @@ class RestApi:
         return PlivoApiError(fault.status, fault.error, headers)
 
     def _authorized(self, request: Request) -> bool:
-        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        return (hmac.compare_digest(user.encode(), self.fake.auth_id.encode())
-                and hmac.compare_digest(password.encode(), self.fake.auth_token.encode()))
+        return basic_auth_matches(request, self.fake.auth_id, self.fake.auth_token)
 
     async def _handle(self, request: Request) -> Response:
         raw = await request.body()

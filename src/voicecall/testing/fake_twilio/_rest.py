@@ -7,9 +7,6 @@ answers, errors as ``{code, message, more_info, status}``.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import re
 import time
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from voicecall.testing.fake_carrier._rest import basic_auth_matches
 from voicecall.testing.fake_twilio._model import FakeCall, RestRequest
 
 if TYPE_CHECKING:
@@ -229,15 +227,7 @@ class RestApi:
         return TwilioApiError(fault.status, fault.code, fault.message, headers)
 
     def _authorized(self, request: Request) -> bool:
-        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        return (hmac.compare_digest(user.encode(), self.fake.account_sid.encode())
-                and hmac.compare_digest(password.encode(), self.fake.auth_token.encode()))
+        return basic_auth_matches(request, self.fake.account_sid, self.fake.auth_token)
 
     async def _handle(self, request: Request) -> Response:
         raw = await request.body()

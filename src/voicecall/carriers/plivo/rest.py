@@ -9,21 +9,19 @@ backoff (honouring ``Retry-After``, capped).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
+from voicecall.carriers.http import RETRY_STATUSES, request_with_retries
 from voicecall.errors import CarrierError
 
 log = logging.getLogger("voicecall.plivo")
 
 DEFAULT_BASE_URL = "https://api.plivo.com"
 TIMEOUT_S = 30.0
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-MAX_RETRY_AFTER_S = 5.0
 
 Json = Mapping[str, Any]
 
@@ -53,20 +51,9 @@ class PlivoRest:
     async def _request(self, method: str, parts: tuple[str, ...], body: Json | None = None,
                        params: Mapping[str, str] | None = None) -> httpx.Response:
         url = self.url(*parts)
-        for attempt in range(self._retries + 1):
-            try:
-                resp = await self._http.request(method, url, json=body, params=params)
-            except httpx.TransportError as exc:
-                if attempt >= self._retries:
-                    raise CarrierError(f"plivo: {type(exc).__name__} calling {method} "
-                                       f"/{'/'.join(parts)}/", retryable=True) from None
-                await asyncio.sleep(self._backoff_s * 2 ** attempt)
-                continue
-            if resp.status_code in RETRY_STATUSES and attempt < self._retries:
-                await asyncio.sleep(_retry_delay(resp, self._backoff_s * 2 ** attempt))
-                continue
-            return resp
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await request_with_retries(
+            self._http, method, url, retries=self._retries, backoff_s=self._backoff_s,
+            carrier="plivo", target=f"{method} /{'/'.join(parts)}/", json=body, params=params)
 
     # -- calls -------------------------------------------------------------------
 
@@ -149,13 +136,6 @@ class PlivoRest:
         if resp.status_code == 404:
             return None
         return _json_or_raise(resp, what)
-
-
-def _retry_delay(resp: httpx.Response, default: float) -> float:
-    try:
-        return min(MAX_RETRY_AFTER_S, max(0.0, float(resp.headers.get("retry-after", ""))))
-    except ValueError:
-        return default
 
 
 def _json_or_raise(resp: httpx.Response, what: str) -> dict[str, Any]:

@@ -9,7 +9,6 @@ Errors come back as ``{"errors": [{"code", "title", "detail"}]}``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
+from voicecall.carriers.http import RETRY_STATUSES, request_with_retries
 from voicecall.carriers.telnyx.commands import Command
 from voicecall.errors import CarrierError
 
@@ -24,8 +24,6 @@ log = logging.getLogger("voicecall.telnyx")
 
 DEFAULT_BASE_URL = "https://api.telnyx.com/v2"
 TIMEOUT_S = 30.0
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-MAX_RETRY_AFTER_S = 5.0
 CALL_ENDED_CODE = "90018"  # "Call has already ended" (422)
 
 
@@ -65,21 +63,10 @@ class TelnyxRest:
     async def _request(self, method: str, path: str,
                        body: Mapping[str, Any] | None = None) -> httpx.Response:
         url = self.base_url + path
-        for attempt in range(self._retries + 1):
-            try:
-                resp = await self._http.request(method, url,
-                                                json=dict(body) if body is not None else None)
-            except httpx.TransportError as exc:
-                if attempt >= self._retries:
-                    raise CarrierError(f"telnyx: {type(exc).__name__} calling {method} {path}",
-                                       retryable=True) from None
-                await asyncio.sleep(self._backoff_s * 2 ** attempt)
-                continue
-            if resp.status_code in RETRY_STATUSES and attempt < self._retries:
-                await asyncio.sleep(_retry_delay(resp, self._backoff_s * 2 ** attempt))
-                continue
-            return resp
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await request_with_retries(
+            self._http, method, url, retries=self._retries, backoff_s=self._backoff_s,
+            carrier="telnyx", target=f"{method} {path}",
+            json=dict(body) if body is not None else None)
 
     async def dial(self, command: Command) -> dict[str, Any]:
         """``POST /calls``; the ``data`` object (``call_control_id``, ``call_leg_id`` ...)."""
@@ -103,13 +90,6 @@ class TelnyxRest:
         if resp.status_code == 404:
             return None
         return _data_or_raise(resp, "fetch call")
-
-
-def _retry_delay(resp: httpx.Response, default: float) -> float:
-    try:
-        return min(MAX_RETRY_AFTER_S, max(0.0, float(resp.headers.get("retry-after", ""))))
-    except ValueError:
-        return default
 
 
 def _errors(resp: httpx.Response) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from voicecall.carriers.http import RETRY_STATUSES, request_with_retries
 from voicecall.errors import CarrierError
 
 log = logging.getLogger("voicecall.twilio")
@@ -26,10 +27,8 @@ REGION_HOSTS = {
     "au1": "https://api.sydney.au1.twilio.com",
 }
 TIMEOUT_S = 30.0
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 NOT_IN_PROGRESS = 21220
 UPDATE_RETRY_DELAYS_S = (0.25, 0.75)
-MAX_RETRY_AFTER_S = 5.0
 
 FormValue = str | Sequence[str]
 
@@ -56,23 +55,11 @@ class TwilioRest:
                        form: Mapping[str, FormValue] | None = None) -> httpx.Response:
         url = self._base + path
         data = _encode_form(form) if form is not None else None
-        for attempt in range(self._retries + 1):
-            try:
-                resp = await self._http.request(
-                    method, url, content=data,
-                    headers={"Content-Type": "application/x-www-form-urlencoded"}
-                    if data is not None else None)
-            except httpx.TransportError as exc:
-                if attempt >= self._retries:
-                    raise CarrierError(f"twilio: {type(exc).__name__} calling {method} "
-                                       f"{path}", retryable=True) from None
-                await asyncio.sleep(self._backoff_s * 2 ** attempt)
-                continue
-            if resp.status_code in RETRY_STATUSES and attempt < self._retries:
-                await asyncio.sleep(_retry_delay(resp, self._backoff_s * 2 ** attempt))
-                continue
-            return resp
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await request_with_retries(
+            self._http, method, url, retries=self._retries, backoff_s=self._backoff_s,
+            carrier="twilio", target=f"{method} {path}", content=data,
+            headers={"Content-Type": "application/x-www-form-urlencoded"}
+            if data is not None else None)
 
     async def create_call(self, form: Mapping[str, FormValue]) -> dict[str, Any]:
         resp = await self._request("POST", "/Calls.json", form)
@@ -112,13 +99,6 @@ def _encode_form(form: Mapping[str, FormValue]) -> bytes:
         else:
             pairs.extend((key, v) for v in value)
     return urlencode(pairs).encode()
-
-
-def _retry_delay(resp: httpx.Response, default: float) -> float:
-    try:
-        return min(MAX_RETRY_AFTER_S, max(0.0, float(resp.headers.get("retry-after", ""))))
-    except ValueError:
-        return default
 
 
 def _error_code(resp: httpx.Response) -> int | None:

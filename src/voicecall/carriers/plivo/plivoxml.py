@@ -25,9 +25,10 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
+from voicecall.carriers.xmldoc import element as _el
+from voicecall.carriers.xmldoc import render as _render
 from voicecall.errors import UsageError
 
-XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
 CONTENT_TYPE = "application/xml"
 # GetInput executionTimeout is 5-60 s, counted after the nested prompt; the longest
 # Plivo allows, so thinking callers are not cut off (a silent turn redirects back and
@@ -38,7 +39,6 @@ INPUT_TYPE = "dtmf speech"
 DEFAULT_POLLY_VOICE = "Polly.Joanna"
 REJECT_REASONS = ("rejected", "busy")
 
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 # OpenAI voice names -> closest Polly voice (as for Twilio); Plivo's own voices kept.
 _VOICE_ALIASES = {
     "alloy": "Polly.Joanna",
@@ -78,23 +78,6 @@ def speak_voice(voice: str | None) -> str | None:
     if bare:
         return "Polly." + bare.group(1).capitalize() + (bare.group(2) or "").title()
     return DEFAULT_POLLY_VOICE
-
-
-def _clean(value: str) -> str:
-    return _XML_INVALID.sub("", value)
-
-
-def _el(parent: ET.Element, tag: str, text: str | None = None,
-        **attrs: str | int | None) -> ET.Element:
-    el = ET.SubElement(parent, tag, {k: _clean(str(v)) for k, v in attrs.items()
-                                     if v is not None})
-    if text is not None:
-        el.text = _clean(text)
-    return el
-
-
-def _render(root: ET.Element) -> str:
-    return XML_DECLARATION + ET.tostring(root, encoding="unicode")
 
 
 def _speak(parent: ET.Element, text: str, voice: str | None, language: str | None) -> None:

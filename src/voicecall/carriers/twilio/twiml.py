@@ -12,9 +12,10 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 
+from voicecall.carriers.xmldoc import element as _el
+from voicecall.carriers.xmldoc import render as _render
 from voicecall.errors import UsageError
 
-XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
 # ``Twiml=`` on create/update is capped at 4000 characters by Twilio; longer documents
 # must be served from a webhook instead.
 INLINE_TWIML_LIMIT = 4000
@@ -23,10 +24,6 @@ GATHER_TIMEOUT_S = 120
 DEFAULT_POLLY_VOICE = "Polly.Joanna"
 HOLD_MESSAGE = "Please hold while we connect you."
 
-# Characters XML 1.0 cannot carry at all (not even escaped). Agent text may contain
-# them (and lone surrogates cannot even be encoded); left in, Twilio would reject the
-# whole document (error 12100).
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 # OpenAI voice names (config often reuses them for TwiML) -> closest Polly voice, as in
 # the reference's voice-mapping.ts; Twilio's legacy voices map to their Polly
@@ -74,23 +71,6 @@ def polly_voice(voice: str | None) -> str | None:
         suffix = bare.group(2) or ""
         return "Polly." + bare.group(1).capitalize() + suffix.title()
     return DEFAULT_POLLY_VOICE
-
-
-def _clean(value: str) -> str:
-    return _XML_INVALID.sub("", value)
-
-
-def _el(parent: ET.Element, tag: str, text: str | None = None,
-        **attrs: str | int | None) -> ET.Element:
-    el = ET.SubElement(parent, tag, {k: _clean(str(v)) for k, v in attrs.items()
-                                     if v is not None})
-    if text is not None:
-        el.text = _clean(text)
-    return el
-
-
-def _render(root: ET.Element) -> str:
-    return XML_DECLARATION + ET.tostring(root, encoding="unicode")
 
 
 def _say(parent: ET.Element, text: str, voice: str | None, language: str | None) -> None:

@@ -67,8 +67,6 @@ HANGUP_CAUSE_TO_STATE: dict[str, CallState] = {
     "NETWORK_OUT_OF_ORDER": CallState.FAILED,
     "RECOVERY_ON_TIMER_EXPIRE": CallState.FAILED,
 }
-TERMINAL_STATUSES = frozenset(STATUS_TO_STATE)
-
 _DIRECTIONS: dict[str, Direction] = {
     "inbound": "inbound",
     "outbound": "outbound",

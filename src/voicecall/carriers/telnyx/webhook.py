@@ -59,13 +59,6 @@ HANGUP_CAUSES: dict[str, CallState] = {
     "subscriber_absent": CallState.HANGUP_USER,
 }
 
-# Lifecycle events the shell consumes itself (no state change).
-SHELL_EVENTS = frozenset({
-    "call.speak.started", "call.speak.ended", "streaming.started", "streaming.stopped",
-    "streaming.failed", "call.playback.started", "call.playback.ended",
-})
-
-
 # --- client_state ------------------------------------------------------------------
 
 @dataclass(frozen=True)

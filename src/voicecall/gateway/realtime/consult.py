@@ -40,7 +40,6 @@ __all__ = [
     "CONSULT_TOOL_NAME",
     "END_CALL_TOOL",
     "END_CALL_TOOL_NAME",
-    "FORCED_RESULT_CHARS",
     "SAFE_READ_ONLY_TOOLS",
     "SUBSTANTIVE_GUIDANCE",
     "build_tools",
@@ -56,7 +55,6 @@ END_CALL_TOOL_NAME = "openclaw_end_call"
 SAFE_READ_ONLY_TOOLS = ("read", "web_search", "web_fetch", "x_search", "memory_search",
                         "memory_get")
 TRANSCRIPT_LINES = 12
-FORCED_RESULT_CHARS = 1800
 
 CONSULT_TOOL = RealtimeTool(
     name=CONSULT_TOOL_NAME,

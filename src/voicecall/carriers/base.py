@@ -10,13 +10,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from voicecall.calls.model import Call, CallEvent, Mode
+from voicecall.gateway.security import reconstruct_public_url
 
 if TYPE_CHECKING:
+    from voicecall.config import VoiceCallConfig
     from voicecall.gateway.security import RequestView
 
 RemoteStatus = Literal["active", "terminal", "not-found", "unknown"]
+
+
+def with_query(url: str, **query: str) -> str:
+    """``url`` with ``query`` added after the query it already has."""
+    parts = urlsplit(url)
+    merged = [*parse_qsl(parts.query, keep_blank_values=True), *query.items()]
+    return urlunsplit(parts._replace(query=urlencode(merged)))
+
+
+def signed_url(config: VoiceCallConfig, req: RequestView) -> str:
+    """The public URL a carrier signed ``req`` for (``webhookSecurity``, ngrok bypass)."""
+    bypass = config.tunnel.provider == "ngrok" \
+        and config.tunnel.allow_ngrok_free_tier_loopback_bypass
+    return reconstruct_public_url(req, public_url=config.public_url,
+                                  security_cfg=config.webhook_security,
+                                  ngrok_loopback_bypass=bypass)
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,11 @@ from typing import ClassVar, Generic, Protocol, TypeVar
 from voicecall.audio.playback import PlaybackQueue, PlaybackResult
 from voicecall.audio.vad import EnergyVad
 from voicecall.calls.model import Call, CallEvent, CallState
-from voicecall.carriers.base import CarrierHost
-from voicecall.errors import ProtocolError, VoicecallError
+from voicecall.carriers.base import CarrierHost, SpeechTiming
+from voicecall.errors import CarrierError, ProtocolError, VoicecallError
 from voicecall.gateway.media import MediaSocket, StreamClosed
 from voicecall.speech.stt.base import SttSession
+from voicecall.speech.tts.base import TTS
 
 __all__ = ["MediaStreamSession", "StreamRegistry", "expire_call"]
 
@@ -84,6 +85,24 @@ class MediaStreamSession(ABC, Generic[F]):
 
     async def play(self, audio: AsyncIterator[bytes]) -> PlaybackResult:
         return await self.queue.play(audio)
+
+    async def speak(self, tts: TTS, text: str) -> SpeechTiming:
+        """Play ``text`` synthesised by ``tts``; when its first byte and frame came."""
+        started = time.monotonic()
+        first_byte: list[float] = []
+
+        async def audio() -> AsyncIterator[bytes]:
+            async for chunk in tts.synthesize(text):
+                if not first_byte:
+                    first_byte.append(time.monotonic())
+                yield chunk
+
+        result = await self.play(audio())
+        if result.outcome == "failed":
+            raise CarrierError(f"telephony stream playback failed: {result.error}")
+        return SpeechTiming(
+            (first_byte[0] - started) * 1000 if first_byte else None,
+            (result.first_frame_at - started) * 1000 if result.first_frame_at else None)
 
     async def barge_in(self) -> None:
         """Caller speech over our audio: stop it, every time, unless the greeting is protected."""

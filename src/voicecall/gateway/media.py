@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
@@ -32,6 +33,13 @@ MAX_FRAME_CHARS = 64 * 1024  # one 20 ms frame is ~300 chars; anything near this
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 CLOSE_TOO_BIG = 1009
+
+
+def ws_url(public_url: str, path: str, query: str = "") -> str:
+    """The WebSocket URL of ``path`` on our public host (``ws`` only for plain ``http``)."""
+    parts = urlsplit(public_url)
+    scheme = "ws" if parts.scheme == "http" else "wss"
+    return urlunsplit((scheme, parts.netloc, path, query, ""))
 
 
 class MediaSocket(Protocol):

@@ -38,9 +38,9 @@ import math
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from voicecall.calls.model import Call, CallEvent
 from voicecall.carriers.base import (
@@ -50,6 +50,8 @@ from voicecall.carriers.base import (
     SpeechTiming,
     Verification,
     WebhookReply,
+    signed_url,
+    with_query,
 )
 from voicecall.carriers.plivo import media, plivoxml
 from voicecall.carriers.plivo.rest import PlivoRest
@@ -67,8 +69,8 @@ from voicecall.carriers.plivo.webhook import call_ids, parse_events, parse_form,
 from voicecall.carriers.streams import StreamRegistry, expire_call
 from voicecall.config import LoadedConfig, VoiceCallConfig
 from voicecall.errors import CarrierError, ConfigError, ProtocolError, VoicecallError
-from voicecall.gateway.media import MediaSocket, await_start
-from voicecall.gateway.security import RequestView, port_variants, reconstruct_public_url
+from voicecall.gateway.media import MediaSocket, await_start, ws_url
+from voicecall.gateway.security import RequestView, port_variants
 from voicecall.speech.registry import close_speech, open_stt_session
 from voicecall.speech.stt.base import STT
 from voicecall.speech.tts.base import TTS
@@ -191,9 +193,7 @@ class Carrier:
 
     # ------------------------------------------------------------------ URLs
     def _url(self, **query: str) -> str:
-        parts = urlsplit(self.public_url)
-        merged = [*parse_qsl(parts.query, keep_blank_values=True), *query.items()]
-        return urlunsplit(parts._replace(query=urlencode(merged)))
+        return with_query(self.public_url, **query)
 
     def _doc_url(self, call_id: str, flow: str = "redirect", turn_token: str | None = None,
                  **extra: str) -> str:
@@ -208,9 +208,7 @@ class Carrier:
                          n=secrets.token_urlsafe(6))
 
     def stream_url(self) -> str:
-        parts = urlsplit(self.public_url)
-        scheme = "ws" if parts.scheme == "http" else "wss"
-        return urlunsplit((scheme, parts.netloc, self.config.streaming.stream_path, "", ""))
+        return ws_url(self.public_url, self.config.streaming.stream_path)
 
     def stream_token(self, call_uuid: str) -> str:
         """Alphanumeric (``extraHeaders`` allows nothing else), 128 bits."""
@@ -312,22 +310,7 @@ class Carrier:
         if self.tts is None:
             raise CarrierError("telephony TTS is unavailable while an audio stream is active; "
                                "refusing an XML fallback")
-        started = time.monotonic()
-        first_byte: list[float] = []
-
-        async def audio() -> AsyncIterator[bytes]:
-            assert self.tts is not None
-            async for chunk in self.tts.synthesize(text):
-                if not first_byte:
-                    first_byte.append(time.monotonic())
-                yield chunk
-
-        result = await session.play(audio())
-        if result.outcome == "failed":
-            raise CarrierError(f"telephony stream playback failed: {result.error}")
-        return SpeechTiming(
-            (first_byte[0] - started) * 1000 if first_byte else None,
-            (result.first_frame_at - started) * 1000 if result.first_frame_at else None)
+        return await session.speak(self.tts, text)
 
     async def start_listening(self, call: Call, turn_token: str) -> None:
         uuid = self.call_uuid(call) or ""
@@ -380,15 +363,8 @@ class Carrier:
         return "not-found"
 
     # ------------------------------------------------------------------ webhooks
-    def _public_url_for(self, req: RequestView) -> str:
-        cfg = self.config
-        bypass = cfg.tunnel.provider == "ngrok" and cfg.tunnel.allow_ngrok_free_tier_loopback_bypass
-        return reconstruct_public_url(req, public_url=cfg.public_url,
-                                      security_cfg=cfg.webhook_security,
-                                      ngrok_loopback_bypass=bypass)
-
     def verify_webhook(self, req: RequestView, body: bytes) -> Verification:
-        return verify_request(req, body, self._auth_token, self._public_url_for(req),
+        return verify_request(req, body, self._auth_token, signed_url(self.config, req),
                               public_url=self.config.public_url)
 
     def replay_reply(self) -> WebhookReply:

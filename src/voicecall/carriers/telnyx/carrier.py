@@ -54,11 +54,11 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 from voicecall.calls.model import Call, CallEvent
 from voicecall.carriers.base import (
@@ -98,9 +98,9 @@ from voicecall.errors import (
     SignatureError,
     VoicecallError,
 )
-from voicecall.gateway.media import MediaSocket, StreamClosed, await_start
+from voicecall.gateway.media import MediaSocket, StreamClosed, await_start, ws_url
 from voicecall.gateway.realtime import RealtimeBridge
-from voicecall.gateway.realtime.host import RealtimeHost
+from voicecall.gateway.realtime.host import RealtimeCarrier, RealtimeHost
 from voicecall.gateway.security import RequestView
 from voicecall.speech.realtime.base import RealtimeProvider
 from voicecall.speech.registry import close_speech, open_stt_session
@@ -138,7 +138,7 @@ class _RtStream:
     starting: asyncio.Task[None] | None = None
 
 
-class Carrier:
+class Carrier(RealtimeCarrier):
     name = "telnyx"
     survives_restart = True
     notify_inline = False
@@ -219,10 +219,8 @@ class Carrier:
         return base64.urlsafe_b64encode(digest[:18]).decode()
 
     def stream_url(self, call_id: str) -> str:
-        parts = urlsplit(self.public_url)
-        scheme = "ws" if parts.scheme == "http" else "wss"
         query = urlencode({"callId": call_id, "token": self.stream_token(call_id)})
-        return urlunsplit((scheme, parts.netloc, self.config.streaming.stream_path, query, ""))
+        return ws_url(self.public_url, self.config.streaming.stream_path, query)
 
     def _stream_params(self, call_id: str) -> commands.StreamParams | None:
         if not self.config.streaming.enabled:
@@ -231,28 +229,6 @@ class Carrier:
                                      auth_token=self.stream_token(call_id))
 
     # ------------------------------------------------------------------ realtime
-    def uses_realtime(self, call: Call) -> bool:
-        """Conversation calls go to the realtime model when a provider is configured."""
-        return self.realtime is not None and not (
-            call.mode == "notify" and call.direction == "outbound")
-
-    def realtime_stream_url(self, token: str) -> str:
-        parts = urlsplit(self.public_url)
-        scheme = "ws" if parts.scheme == "http" else "wss"
-        path = self.config.effective_realtime_stream_path.rstrip("/") + "/" + token
-        return urlunsplit((scheme, parts.netloc, path, "", ""))
-
-    def issue_realtime_token(self, ccid: str) -> str:
-        """A single-use path token for ``ccid``'s realtime stream, valid 30 s."""
-        assert self.rt is not None
-        return self.rt.issue_token(ccid)
-
-    def claim_realtime_token(self, token: str) -> str | None:
-        """The call_control_id ``token`` was issued for, consuming it; None if refused."""
-        if self.rt is None or self._host is None:
-            return None
-        return self.rt.claim_token(token, self._host.get)
-
     def _bridge(self, ccid: str) -> RealtimeBridge | None:
         return self.rt.bridge(ccid) if self.rt is not None and ccid else None
 
@@ -440,22 +416,7 @@ class Carrier:
 
     async def _speak_stream(self, session: StreamSession, text: str) -> SpeechTiming:
         assert self.tts is not None
-        started = time.monotonic()
-        first_byte: list[float] = []
-        tts = self.tts
-
-        async def audio() -> AsyncIterator[bytes]:
-            async for chunk in tts.synthesize(text):
-                if not first_byte:
-                    first_byte.append(time.monotonic())
-                yield chunk
-
-        result = await session.play(audio())
-        if result.outcome == "failed":
-            raise CarrierError(f"telephony stream playback failed: {result.error}")
-        return SpeechTiming(
-            (first_byte[0] - started) * 1000 if first_byte else None,
-            (result.first_frame_at - started) * 1000 if result.first_frame_at else None)
+        return await session.speak(self.tts, text)
 
     async def _speak_rest(self, call: Call, ccid: str, text: str) -> SpeechTiming | None:
         """``actions/speak`` each piece of ``text``; returns once Telnyx says it was heard."""

@@ -28,7 +28,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl
 
 from voicecall.audio.dtmf import dtmf_audio
 from voicecall.calls.model import Call, CallEvent
@@ -39,6 +39,8 @@ from voicecall.carriers.base import (
     SpeechTiming,
     Verification,
     WebhookReply,
+    signed_url,
+    with_query,
 )
 from voicecall.carriers.streams import StreamRegistry, expire_call
 from voicecall.carriers.twilio import media, twiml
@@ -54,10 +56,10 @@ from voicecall.carriers.twilio.stream import StreamSession
 from voicecall.carriers.twilio.webhook import parse_events, parse_form, remote_status
 from voicecall.config import VoiceCallConfig
 from voicecall.errors import CarrierError, ProtocolError, VoicecallError
-from voicecall.gateway.media import MediaSocket, StreamClosed, await_start
+from voicecall.gateway.media import MediaSocket, StreamClosed, await_start, ws_url
 from voicecall.gateway.realtime import RealtimeBridge
-from voicecall.gateway.realtime.host import RealtimeHost
-from voicecall.gateway.security import RequestView, port_variants, reconstruct_public_url
+from voicecall.gateway.realtime.host import RealtimeCarrier, RealtimeHost
+from voicecall.gateway.security import RequestView, port_variants
 from voicecall.speech.realtime.base import RealtimeProvider
 from voicecall.speech.registry import close_speech, open_stt_session
 from voicecall.speech.stt.base import STT
@@ -84,7 +86,7 @@ def _first(params: Mapping[str, list[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
-class Carrier:
+class Carrier(RealtimeCarrier):
     name = "twilio"
     survives_restart = True
     notify_inline = True
@@ -136,9 +138,7 @@ class Carrier:
 
     # ------------------------------------------------------------------ URLs
     def _url(self, **query: str) -> str:
-        parts = urlsplit(self.public_url)
-        merged = [*parse_qsl(parts.query, keep_blank_values=True), *query.items()]
-        return urlunsplit(parts._replace(query=urlencode(merged)))
+        return with_query(self.public_url, **query)
 
     def _doc_url(self, call_id: str, turn_token: str | None = None) -> str:
         """A webhook URL for a document's Redirect/Gather action, unique per document.
@@ -152,37 +152,13 @@ class Carrier:
         return self._url(callId=call_id, **extra, n=secrets.token_urlsafe(6))
 
     def stream_url(self) -> str:
-        parts = urlsplit(self.public_url)
-        scheme = "ws" if parts.scheme == "http" else "wss"
-        return urlunsplit((scheme, parts.netloc, self.config.streaming.stream_path, "", ""))
+        return ws_url(self.public_url, self.config.streaming.stream_path)
 
     def stream_token(self, call_sid: str) -> str:
         digest = hmac.new(self._stream_secret, call_sid.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest[:18]).decode()
 
     # ------------------------------------------------------------------ realtime
-    def uses_realtime(self, call: Call) -> bool:
-        """Conversation calls go to the realtime model when a provider is configured."""
-        return self.realtime is not None and not (
-            call.mode == "notify" and call.direction == "outbound")
-
-    def realtime_stream_url(self, token: str) -> str:
-        parts = urlsplit(self.public_url)
-        scheme = "ws" if parts.scheme == "http" else "wss"
-        path = self.config.effective_realtime_stream_path.rstrip("/") + "/" + token
-        return urlunsplit((scheme, parts.netloc, path, "", ""))
-
-    def issue_realtime_token(self, sid: str) -> str:
-        """A single-use path token for ``sid``'s realtime stream, valid 30 s."""
-        assert self.rt is not None
-        return self.rt.issue_token(sid)
-
-    def claim_realtime_token(self, token: str) -> str | None:
-        """The CallSid ``token`` was issued for, consuming it; None if unknown or expired."""
-        if self.rt is None or self._host is None:
-            return None
-        return self.rt.claim_token(token, self._host.get)
-
     def _bridge(self, sid: str) -> RealtimeBridge | None:
         return self.rt.bridge(sid) if self.rt is not None else None
 
@@ -277,21 +253,7 @@ class Carrier:
         if tts is None:
             raise CarrierError("telephony TTS is unavailable while a media stream is active; "
                                "refusing TwiML fallback")
-        started = time.monotonic()
-        first_byte: list[float] = []
-
-        async def audio() -> AsyncIterator[bytes]:
-            async for chunk in tts.synthesize(text):
-                if not first_byte:
-                    first_byte.append(time.monotonic())
-                yield chunk
-
-        result = await session.play(audio())
-        if result.outcome == "failed":
-            raise CarrierError(f"telephony stream playback failed: {result.error}")
-        return SpeechTiming(
-            (first_byte[0] - started) * 1000 if first_byte else None,
-            (result.first_frame_at - started) * 1000 if result.first_frame_at else None)
+        return await session.speak(tts, text)
 
     async def start_listening(self, call: Call, turn_token: str) -> None:
         sid = call.provider_call_id or ""
@@ -345,15 +307,8 @@ class Carrier:
         return remote_status(str(resource.get("status") or ""))
 
     # ------------------------------------------------------------------ webhooks
-    def _public_url_for(self, req: RequestView) -> str:
-        cfg = self.config
-        bypass = cfg.tunnel.provider == "ngrok" and cfg.tunnel.allow_ngrok_free_tier_loopback_bypass
-        return reconstruct_public_url(req, public_url=cfg.public_url,
-                                      security_cfg=cfg.webhook_security,
-                                      ngrok_loopback_bypass=bypass)
-
     def verify_webhook(self, req: RequestView, body: bytes) -> Verification:
-        return verify_request(req, body, self._auth_token, self._public_url_for(req),
+        return verify_request(req, body, self._auth_token, signed_url(self.config, req),
                               public_url=self.config.public_url)
 
     def replay_reply(self) -> WebhookReply:

@@ -26,13 +26,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from voicecall.calls import Call, CallEvent
 from voicecall.errors import VoicecallError
+from voicecall.gateway.media import ws_url
 from voicecall.gateway.realtime.bridge import MediaPort, RealtimeBridge
 from voicecall.speech.realtime.base import RealtimeProvider
 
 if TYPE_CHECKING:
+    from voicecall.carriers.base import CarrierHost
+    from voicecall.config import VoiceCallConfig
     from voicecall.gateway.manager import CallManager
 
-__all__ = ["REALTIME_TOKEN_TTL_S", "RealtimeHost", "StreamPort"]
+__all__ = ["REALTIME_TOKEN_TTL_S", "RealtimeCarrier", "RealtimeHost", "StreamPort"]
 
 log = logging.getLogger("voicecall.realtime.host")
 
@@ -234,3 +237,33 @@ class RealtimeHost:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class RealtimeCarrier:
+    """The realtime side of a carrier that hosts its realtime calls in ``rt``."""
+
+    config: VoiceCallConfig
+    public_url: str
+    realtime: RealtimeProvider | None
+    rt: RealtimeHost | None
+    _host: CarrierHost | None
+
+    def uses_realtime(self, call: Call) -> bool:
+        """Conversation calls go to the realtime model when a provider is configured."""
+        return self.realtime is not None and not (
+            call.mode == "notify" and call.direction == "outbound")
+
+    def realtime_stream_url(self, token: str) -> str:
+        path = self.config.effective_realtime_stream_path.rstrip("/") + "/" + token
+        return ws_url(self.public_url, path)
+
+    def issue_realtime_token(self, sid: str) -> str:
+        """A single-use path token for ``sid``'s realtime stream, valid 30 s."""
+        assert self.rt is not None
+        return self.rt.issue_token(sid)
+
+    def claim_realtime_token(self, token: str) -> str | None:
+        """The carrier call id ``token`` was issued for, consuming it; None if refused."""
+        if self.rt is None or self._host is None:
+            return None
+        return self.rt.claim_token(token, self._host.get)
